@@ -1,0 +1,31 @@
+"""Where inferfleet finds its Ansible content and keeps its local state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_dir() -> Path:
+    """The directory holding site.yml: $INFERFLEET_PROJECT, else the nearest one above cwd or this package."""
+    env = os.environ.get("INFERFLEET_PROJECT")
+    if env:
+        path = Path(env).resolve()
+        if not (path / "site.yml").is_file():
+            raise FileNotFoundError(f"INFERFLEET_PROJECT={env} has no site.yml")
+        return path
+    for start in (Path.cwd(), PACKAGE_DIR):
+        for candidate in (start, *start.parents):
+            if (candidate / "site.yml").is_file() and (candidate / "playbooks").is_dir():
+                return candidate
+    raise FileNotFoundError(
+        "cannot find the inferfleet project (site.yml): run from a checkout or set INFERFLEET_PROJECT"
+    )
+
+
+def state_dir() -> Path:
+    """Local state (sandbox keys, registry data, caches): $INFERFLEET_STATE, else <project>/.sandbox."""
+    env = os.environ.get("INFERFLEET_STATE")
+    return Path(env).resolve() if env else project_dir() / ".sandbox"

@@ -1,0 +1,368 @@
+"""The sandbox fleet: real Linux test hosts (systemd, sshd, room for their own Docker engine) in containers on
+this machine, with SIMULATED accelerators, a local registry, and an Ansible inventory describing them.
+
+Everything `up` creates carries the label inferfleet.sandbox=<name> (containers, volumes, network) or is
+recorded in <state>/<name>/state.json (registry process, files), so that `down` removes exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import image, profiles, registry
+from .hostenv import ensure_dockerd, ensure_host_packages
+
+LABEL = "inferfleet.sandbox"
+SIM_MOUNT = "/usr/local/lib/inferfleet-sim"
+DEFAULT_NAME = "inferfleet"
+DEFAULT_PROFILES = ("gaudi2", "ascend910b", "h100", "cpu")
+
+# Measured on this kind of machine (../shared/notes/sandbox.md): every flag below was needed for a host that
+# runs systemd and its own dockerd without --privileged (which the engine here refuses).
+HOST_RUN_OPTIONS = dict(
+    cgroupns="private",
+    cap_add=["ALL"],
+    cap_drop=["SYS_RESOURCE"],
+    security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+    device_cgroup_rules=["a *:* rwm"],
+    devices=["/dev/fuse:/dev/fuse:rwm"],
+    stop_signal="SIGRTMIN+3",
+    tmpfs={"/run": "exec", "/run/lock": "", "/tmp": "exec"},
+    restart_policy={"Name": "unless-stopped"},
+)
+
+
+@dataclass
+class HostSpec:
+    name: str
+    profile: str
+    container: str
+
+
+@dataclass
+class HostStatus:
+    name: str
+    profile: str
+    container: str
+    state: str
+    address: str | None
+    simulated: bool = True
+
+
+@dataclass
+class Sandbox:
+    """One named sandbox fleet; `name` keeps several (demo, CI) apart on one machine."""
+
+    name: str = DEFAULT_NAME
+    state_root: Path | None = None
+    registry_port: int = 5000
+    log: object = print
+    _client: object = field(default=None, repr=False)
+
+    # --- locations --------------------------------------------------------------------------------------
+    @property
+    def state(self) -> Path:
+        from ..paths import state_dir
+
+        return (self.state_root or state_dir()) / self.name
+
+    @property
+    def key_path(self) -> Path:
+        return self.state / "id_ed25519"
+
+    @property
+    def network_name(self) -> str:
+        return f"{self.name}-sandbox"
+
+    @property
+    def client(self):
+        if self._client is None:
+            import docker
+
+            self._client = docker.from_env(timeout=120)
+        return self._client
+
+    def _labels(self, **extra: str) -> dict[str, str]:
+        return {LABEL: self.name, **extra}
+
+    def _read_state(self) -> dict:
+        path = self.state / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _write_state(self, data: dict) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "state.json").write_text(json.dumps(data, indent=2, sort_keys=True))
+
+    # --- plan -------------------------------------------------------------------------------------------
+    def plan_hosts(self, hosts: int | None, profile_names: list[str]) -> list[HostSpec]:
+        count = len(profile_names) if hosts is None else hosts
+        if count < 1:
+            raise ValueError("--hosts must be at least 1")
+        specs, seen = [], {}
+        for i in range(count):
+            profile = profile_names[i % len(profile_names)]
+            seen[profile] = seen.get(profile, 0) + 1
+            host = f"{profile}-{seen[profile]}"
+            specs.append(HostSpec(name=host, profile=profile, container=f"{self.name}-{host}"))
+        return specs
+
+    # --- up ---------------------------------------------------------------------------------------------
+    def up(self, hosts: int | None = None, profile_names: list[str] | None = None,
+           inventory_dir: Path | None = None, extra_ca: Path | None = None) -> list[HostStatus]:
+        profile_names = list(profile_names or DEFAULT_PROFILES)
+        specs = self.plan_hosts(hosts, profile_names)
+        started = time.monotonic()
+        ensure_host_packages(self.log)
+        ensure_dockerd(self.log)
+        tag = image.build(self.client, extra_ca, log=self.log)
+        self._ensure_key()
+        network = self._ensure_network()
+        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+        state = self._read_state()
+        reg = registry.ensure(self.state / "registry", self.registry_port, state.get("registry_pid"), self.log)
+        state.update(registry_pid=reg.pid, registry_port=self.registry_port, image=tag,
+                     hosts=[s.__dict__ for s in specs])
+        self._write_state(state)
+        wanted = {s.container for s in specs}
+        for container in self._containers():
+            if container.name not in wanted:
+                self.log(f"removing {container.name} (not in the requested fleet)")
+                self._remove_container(container)
+        for spec in specs:
+            self._ensure_host(spec, tag)
+        statuses = self.status()
+        self._wait_ready(statuses)
+        inventory_dir = inventory_dir or self.default_inventory_dir()
+        write_inventory(inventory_dir, statuses, self.key_path, f"{gateway}:{self.registry_port}", self.name)
+        state["inventory"] = str(inventory_dir / "hosts.yml")
+        self._write_state(state)
+        self.log(f"sandbox '{self.name}' up: {len(statuses)} host(s) in {time.monotonic() - started:.1f}s; "
+                 f"inventory {inventory_dir / 'hosts.yml'}; registry {gateway}:{self.registry_port}")
+        return statuses
+
+    def default_inventory_dir(self) -> Path:
+        from ..paths import project_dir
+
+        return project_dir() / "inventories" / "sandbox"
+
+    def _ensure_key(self) -> None:
+        if not self.key_path.exists():
+            self.state.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"inferfleet-{self.name}",
+                            "-f", str(self.key_path)], check=True)
+
+    def _ensure_network(self):
+        found = self.client.networks.list(names=[self.network_name])
+        if found:
+            return self.client.networks.get(found[0].id)
+        return self.client.networks.create(self.network_name, driver="bridge", labels=self._labels())
+
+    def _containers(self, all_states: bool = True):
+        return self.client.containers.list(all=all_states, filters={"label": f"{LABEL}={self.name}"})
+
+    def _host_dir(self, spec: HostSpec) -> Path:
+        return self.state / "hosts" / spec.name
+
+    def _ensure_host(self, spec: HostSpec, tag: str) -> None:
+        profile = profiles.get_profile(spec.profile)
+        sim_dir = self._host_dir(spec) / "sim"
+        sim_dir.mkdir(parents=True, exist_ok=True)
+        (sim_dir / "profile.json").write_text(json.dumps(profile.to_json(), indent=2))
+        faults = sim_dir / "faults.json"
+        if not faults.exists():
+            faults.write_text("{}\n")
+        existing = self.client.containers.list(all=True, filters={"name": f"^{spec.container}$"})
+        if existing:
+            container = existing[0]
+            same = (container.labels.get("inferfleet.image") == tag
+                    and container.labels.get("inferfleet.profile") == spec.profile)
+            if same:
+                if container.status != "running":
+                    self.log(f"starting {spec.container}")
+                    container.start()
+                return
+            self.log(f"recreating {spec.container} (image or profile changed)")
+            self._remove_container(container)
+        volume = f"{spec.container}-docker"
+        if not self.client.volumes.list(filters={"name": volume}):
+            self.client.volumes.create(volume, labels=self._labels())
+        self.log(f"creating host {spec.name} ({spec.profile}, SIMULATED accelerators)")
+        self.client.containers.run(
+            tag, detach=True, name=spec.container, hostname=spec.name, network=self.network_name,
+            labels=self._labels(**{"inferfleet.host": spec.name, "inferfleet.profile": spec.profile,
+                                   "inferfleet.image": tag}),
+            volumes={
+                volume: {"bind": "/var/lib/docker", "mode": "rw"},
+                str(image.SIM_DIR): {"bind": SIM_MOUNT, "mode": "ro"},
+                str(sim_dir): {"bind": "/etc/inferfleet-sim", "mode": "ro"},
+                str(self.key_path) + ".pub": {"bind": "/root/.ssh/authorized_keys", "mode": "ro"},
+            },
+            **HOST_RUN_OPTIONS,
+        )
+
+    def _remove_container(self, container) -> None:
+        container.remove(force=True)
+        for volume in self.client.volumes.list(filters={"name": f"{container.name}-docker"}):
+            if volume.attrs.get("Labels", {}).get(LABEL) == self.name:
+                volume.remove(force=True)
+
+    def _wait_ready(self, statuses: list[HostStatus], timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        for host in statuses:
+            while True:
+                if host.address and self._ssh_ok(host.address):
+                    break
+                if time.monotonic() > deadline:
+                    logs = self.client.containers.get(host.container).logs(tail=20).decode(errors="replace")
+                    raise TimeoutError(f"sandbox host {host.name} did not accept SSH within {timeout:.0f}s\n{logs}")
+                time.sleep(0.2)
+                host.address = host.address or self._address(self.client.containers.get(host.container))
+
+    def _ssh_ok(self, address: str) -> bool:
+        try:
+            with socket.create_connection((address, 22), timeout=1) as sock:
+                if not sock.recv(64).startswith(b"SSH-"):
+                    return False
+        except OSError:
+            return False
+        result = subprocess.run(
+            ["ssh", *ssh_options(self.key_path), f"root@{address}",
+             "systemctl is-active --quiet inferfleet-sim-boot.service"],
+            capture_output=True, timeout=20,
+        )
+        return result.returncode == 0
+
+    # --- status / down ----------------------------------------------------------------------------------
+    def _address(self, container) -> str | None:
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks", {})
+        net = networks.get(self.network_name) or {}
+        return net.get("IPAddress") or None
+
+    def status(self) -> list[HostStatus]:
+        try:
+            containers = self._containers()
+        except Exception:  # no engine: nothing of ours can be running
+            return []
+        result = []
+        for container in sorted(containers, key=lambda c: c.name):
+            container.reload()
+            result.append(HostStatus(
+                name=container.labels.get("inferfleet.host", container.name),
+                profile=container.labels.get("inferfleet.profile", "?"),
+                container=container.name, state=container.status, address=self._address(container)))
+        return result
+
+    def down(self) -> list[str]:
+        """Remove what `up` created for this sandbox; return what was removed."""
+        removed = []
+        state = self._read_state()
+        try:
+            client = self.client
+            for container in self._containers():
+                self._remove_container(container)
+                removed.append(f"container {container.name}")
+            for volume in client.volumes.list(filters={"label": f"{LABEL}={self.name}"}):
+                volume.remove(force=True)
+                removed.append(f"volume {volume.name}")
+            for network in client.networks.list(filters={"label": f"{LABEL}={self.name}"}):
+                network.remove()
+                removed.append(f"network {network.name}")
+        except Exception as err:  # engine gone: nothing of ours runs there
+            if "Connection" not in type(err).__name__ and "connect" not in str(err).lower():
+                raise
+        if registry.stop(state.get("registry_pid")):
+            removed.append(f"registry process {state['registry_pid']}")
+        inventory = state.get("inventory")
+        if inventory and Path(inventory).exists():
+            Path(inventory).unlink()
+            removed.append(f"inventory {inventory}")
+        for sub in ("hosts", "state.json"):
+            path = self.state / sub
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return removed
+
+    # --- faults -----------------------------------------------------------------------------------------
+    def set_fault(self, host: str, kind: str, value=None) -> dict:
+        """Make a simulated host misbehave; kinds: hold, release, missing, present, link_down, link_up,
+        bandwidth_factor, hugepages_limit, clear."""
+        spec = next((s for s in self._read_state().get("hosts", []) if s["name"] == host), None)
+        if spec is None:
+            raise KeyError(f"no sandbox host named {host!r} in sandbox {self.name!r}")
+        container = self.client.containers.get(spec["container"])
+        faults_path = self.state / "hosts" / host / "sim" / "faults.json"
+        faults = json.loads(faults_path.read_text())
+        if kind in ("hold", "release"):
+            code, output = container.exec_run([f"{SIM_MOUNT}/inferfleet-sim", kind, str(int(value))])
+            if code != 0:
+                raise RuntimeError(output.decode(errors="replace"))
+            return faults
+        list_kinds = {"missing": ("missing", True), "present": ("missing", False),
+                      "link_down": ("link_down", True), "link_up": ("link_down", False)}
+        if kind in list_kinds:
+            key, add = list_kinds[kind]
+            items = set(faults.get(key, []))
+            items = items | {int(value)} if add else items - {int(value)}
+            faults[key] = sorted(items)
+        elif kind in ("bandwidth_factor", "hugepages_limit"):
+            faults[kind] = float(value) if kind == "bandwidth_factor" else int(value)
+        elif kind == "clear":
+            faults = {}
+        else:
+            raise ValueError(f"unknown fault {kind!r}")
+        faults_path.write_text(json.dumps(faults, indent=2, sort_keys=True) + "\n")
+        container.exec_run([f"{SIM_MOUNT}/inferfleet-sim", "apply-faults"])
+        return faults
+
+
+def ssh_options(key_path: Path) -> list[str]:
+    return ["-i", str(key_path), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+def write_inventory(directory: Path, hosts: list[HostStatus], key_path: Path, registry_address: str,
+                    sandbox_name: str) -> Path:
+    groups: dict[str, dict] = {}
+    for host in hosts:
+        profile = profiles.get_profile(host.profile)
+        group = profiles.GROUP_BY_PLATFORM[profile.platform]
+        host_vars = {
+            "ansible_host": host.address,
+            "inferfleet_platform": profile.platform,
+            "inferfleet_sandbox_profile": host.profile,
+        }
+        if profile.devices:
+            host_vars["inferfleet_accelerator"] = {
+                "model": profile.model, "count": len(profile.devices), "memory_gib": profile.memory_gib}
+        groups.setdefault(group, {"hosts": {}})["hosts"][host.name] = host_vars
+    inventory = {
+        "all": {
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(key_path),
+                "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "inferfleet_sandbox": sandbox_name,
+                "inferfleet_simulated": True,
+                "inferfleet_registry_mirror": f"http://{registry_address}",
+                "inferfleet_insecure_registries": [registry_address],
+            },
+            "children": groups,
+        }
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "hosts.yml"
+    header = (f"# Written by `inferfleet sandbox up` (sandbox '{sandbox_name}'). Do not edit: it is rewritten.\n"
+              "# Every accelerator in this inventory is SIMULATED (fake device nodes and vendor-tool emulators).\n")
+    path.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+    return path

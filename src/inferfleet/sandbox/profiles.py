@@ -1,0 +1,112 @@
+"""Simulated hardware profiles for sandbox hosts.
+
+Every figure here describes a SIMULATED machine. Values are taken from recorded real outputs (see
+tests/fixtures/README.md for the sources) so that parsers meet the shapes they meet on real hosts, but nothing
+measured on a sandbox host says anything about real hardware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PLATFORM_BY_PROFILE = {"gaudi2": "gaudi", "ascend910b": "ascend", "h100": "nvidia", "cpu": "cpu"}
+GROUP_BY_PLATFORM = {"gaudi": "gaudi", "ascend": "ascend", "nvidia": "nvidia", "cpu": "cpu"}
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int
+    module_id: int
+    bus_id: str
+    memory_mib: int
+    idle_used_mib: int
+    numa_node: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    platform: str
+    model: str
+    memory_gib: int
+    driver_version: str
+    tool_version: str
+    devices: tuple[Device, ...]
+    device_nodes: tuple[str, ...]
+    cpu_count: int = 8
+    cpu_governors: tuple[str, ...] = ("performance", "powersave")
+    cpu_default_governor: str = "powersave"
+    cpu_idle_states: tuple[tuple[str, str, int], ...] = (
+        ("POLL", "CPUIDLE CORE POLL IDLE", 0),
+        ("C1", "MWAIT 0x00", 2),
+        ("C1E", "MWAIT 0x01", 10),
+        ("C6", "MWAIT 0x20", 170),
+    )
+    hugepages_limit: int = 20000
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["simulated"] = True
+        return data
+
+
+# index -> module id as recorded on a real 8-card Gaudi2 host (the mapping is not the identity there either).
+_GAUDI2_MODULES = (2, 6, 3, 7, 0, 4, 5, 1)
+_GAUDI2_BUS = ("0000:33:00.0", "0000:34:00.0", "0000:4e:00.0", "0000:9a:00.0",
+               "0000:9b:00.0", "0000:b3:00.0", "0000:b4:00.0", "0000:4d:00.0")
+_ASCEND_BUS = ("0000:C1:00.0", "0000:C2:00.0", "0000:81:00.0", "0000:82:00.0",
+               "0000:01:00.0", "0000:02:00.0", "0000:41:00.0", "0000:42:00.0")
+_NVIDIA_BUS = tuple(f"00000000:{b}:00.0" for b in ("04", "05", "0A", "0B", "84", "85", "8A", "8B"))
+
+
+def _devices(bus_ids, memory_mib, idle_used_mib, modules=None):
+    return tuple(
+        Device(index=i, module_id=(modules[i] if modules else i), bus_id=bus, memory_mib=memory_mib,
+               idle_used_mib=idle_used_mib, numa_node=0 if i < len(bus_ids) // 2 else 1)
+        for i, bus in enumerate(bus_ids)
+    )
+
+
+PROFILES: dict[str, Profile] = {
+    "gaudi2": Profile(
+        name="gaudi2", platform="gaudi", model="HL-225", memory_gib=96,
+        driver_version="1.21.1-bfcec49", tool_version="hl-1.21.1-fw-59.2.3.0",
+        devices=_devices(_GAUDI2_BUS, 98304, 768, _GAUDI2_MODULES),
+        device_nodes=tuple(f"accel/accel{i}" for i in range(8))
+        + tuple(f"accel/accel_controlD{i}" for i in range(8)),
+    ),
+    "ascend910b": Profile(
+        name="ascend910b", platform="ascend", model="910B3", memory_gib=64,
+        driver_version="24.1.1", tool_version="24.1.1",
+        devices=_devices(_ASCEND_BUS, 65536, 3400),
+        device_nodes=tuple(f"davinci{i}" for i in range(8)) + ("davinci_manager", "devmm_svm", "hisi_hdc"),
+    ),
+    "h100": Profile(
+        name="h100", platform="nvidia", model="NVIDIA H100 80GB HBM3", memory_gib=80,
+        driver_version="535.129.03", tool_version="12.2",
+        devices=_devices(_NVIDIA_BUS, 81559, 0),
+        device_nodes=tuple(f"nvidia{i}" for i in range(8)) + ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"),
+    ),
+    "cpu": Profile(
+        name="cpu", platform="cpu", model="", memory_gib=0,
+        driver_version="", tool_version="", devices=(), device_nodes=(),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise ValueError(f"unknown sandbox profile {name!r}: choose from {known}") from None
+
+
+def parse_profiles(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("--profiles needs at least one profile name")
+    for name in names:
+        get_profile(name)
+    return names

@@ -1,0 +1,83 @@
+"""The sandbox's local registry: Debian's `docker-registry` (distribution v2) run with a minimal config of our
+own (the packaged config asks for basic auth), standing in for upstream registries this machine cannot reach."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG = """\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: 0.0.0.0:{port}
+"""
+
+
+@dataclass
+class Registry:
+    pid: int
+    port: int
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"docker-registry" in handle.read()
+    except OSError:
+        return False
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def ensure(directory: Path, port: int, known_pid: int | None, log=print) -> Registry:
+    """Start the registry unless the one this sandbox started is still running."""
+    if _alive(known_pid):
+        return Registry(known_pid, port)
+    if _listening(port):
+        raise RuntimeError(f"port {port} is taken by another program: pick another with --registry-port")
+    data = directory / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    config = directory / "config.yml"
+    config.write_text(CONFIG.format(root=data, port=port))
+    log(f"starting local registry on :{port} (data in {data})")
+    with open(directory / "registry.log", "ab") as out:
+        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=out, stderr=out,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 15
+    while not _listening(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = (directory / "registry.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"docker-registry did not start on :{port}\n{tail}")
+        time.sleep(0.1)
+    return Registry(proc.pid, port)
+
+
+def stop(pid: int | None) -> bool:
+    if not _alive(pid):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(50):
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    return True
