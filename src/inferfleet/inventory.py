@@ -1,0 +1,113 @@
+"""Validation of inferfleet's inventory variables: one source of truth for the CLI, the API and the Ansible
+preflight (plugins/action/inferfleet_validate.py imports this module).
+
+Each problem names the host, the variable and the fix, so that bad input is refused before any host changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+PLATFORMS = ("gaudi", "ascend", "nvidia", "cpu")
+ACCELERATOR_KEYS = {"model": str, "count": int, "memory_gib": (int, float)}
+PLATFORM_GROUPS = set(PLATFORMS)
+URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    host: str
+    field: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"host {self.host}: {self.field}: {self.message} (fix: {self.fix})"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _type_name(value) -> str:
+    return type(value).__name__
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate_host(host: str, host_vars: dict, groups: list[str] | tuple[str, ...] = ()) -> list[Problem]:
+    """Problems in one host's inferfleet variables; an empty list means the host may proceed."""
+    problems: list[Problem] = []
+
+    def add(field: str, message: str, fix: str) -> None:
+        problems.append(Problem(host, field, message, fix))
+
+    platform = host_vars.get("inferfleet_platform")
+    if platform is None:
+        add("inferfleet_platform", "is not set",
+            f"set inferfleet_platform to one of {', '.join(PLATFORMS)} in host_vars or group_vars")
+    elif platform not in PLATFORMS:
+        add("inferfleet_platform", f"{platform!r} is not a supported platform",
+            f"use one of {', '.join(PLATFORMS)}")
+    else:
+        platform_groups = sorted(PLATFORM_GROUPS & set(groups))
+        wrong = [g for g in platform_groups if g != platform]
+        if wrong:
+            add("inferfleet_platform", f"is {platform!r} but the host is in inventory group {wrong[0]!r}",
+                f"move the host to group {platform!r} or set inferfleet_platform: {wrong[0]}")
+
+    accel = host_vars.get("inferfleet_accelerator")
+    needs_accel = platform in PLATFORMS and platform != "cpu"
+    if accel is None:
+        if needs_accel:
+            add("inferfleet_accelerator", "is not set",
+                "describe the cards, e.g. inferfleet_accelerator: {model: HL-225, count: 8, memory_gib: 96}")
+    elif not isinstance(accel, dict):
+        add("inferfleet_accelerator", f"must be a mapping, got {_type_name(accel)}",
+            "write it as {model: ..., count: ..., memory_gib: ...}")
+    else:
+        for key in sorted(set(accel) - set(ACCELERATOR_KEYS)):
+            add(f"inferfleet_accelerator.{key}", "is not a known key",
+                f"remove it or correct the spelling (known keys: {', '.join(ACCELERATOR_KEYS)})")
+        if needs_accel:
+            for key in ACCELERATOR_KEYS:
+                if key not in accel:
+                    add(f"inferfleet_accelerator.{key}", "is missing", f"add inferfleet_accelerator.{key}")
+        model = accel.get("model")
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            add("inferfleet_accelerator.model", "must be a non-empty string", "give the card model, e.g. HL-225")
+        count = accel.get("count")
+        if count is not None and (not _is_int(count) or count < (1 if needs_accel else 0)):
+            add("inferfleet_accelerator.count", f"must be a whole number >= 1, got {count!r}",
+                "give the number of cards in the host, e.g. 8")
+        memory = accel.get("memory_gib")
+        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
+                                   or memory <= 0):
+            add("inferfleet_accelerator.memory_gib", f"must be a positive number, got {memory!r}",
+                "give the memory of one card in GiB, e.g. 96")
+
+    mirror = host_vars.get("inferfleet_registry_mirror")
+    if mirror not in (None, "") and (not isinstance(mirror, str) or not URL.match(mirror)):
+        add("inferfleet_registry_mirror", f"{mirror!r} is not an http(s) URL",
+            "write it as http://HOST:PORT or https://HOST")
+    insecure = host_vars.get("inferfleet_insecure_registries")
+    if insecure is not None:
+        if not isinstance(insecure, list):
+            add("inferfleet_insecure_registries", f"must be a list, got {_type_name(insecure)}",
+                "write it as a YAML list of HOST:PORT entries")
+        else:
+            for item in insecure:
+                if not isinstance(item, str) or not HOST_PORT.match(item):
+                    add("inferfleet_insecure_registries", f"{item!r} is not HOST[:PORT]",
+                        "list registries as HOST:PORT without a scheme")
+    return problems
+
+
+def validate_inventory(hosts: dict[str, dict], groups_of: dict[str, list[str]] | None = None) -> list[Problem]:
+    problems: list[Problem] = []
+    for host in sorted(hosts):
+        problems.extend(validate_host(host, hosts[host], (groups_of or {}).get(host, ())))
+    return problems
