@@ -1,11 +1,8 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: inferfleet contributors
 # Apache License 2.0
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
@@ -76,7 +73,6 @@ ansible_facts:
 import os
 import re
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.accel_parsers import (
     merge_devices,
     parse_csv_query,
@@ -84,6 +80,7 @@ from ansible.module_utils.accel_parsers import (
     parse_npu_smi_info,
     parse_nvidia_smi,
 )
+from ansible.module_utils.basic import AnsibleModule
 
 TOOLS = {"gaudi": "hl-smi", "ascend": "npu-smi", "nvidia": "nvidia-smi"}
 HOLD_NODES = {
@@ -122,7 +119,7 @@ def container_of(pid, proc_root="/proc"):
     try:
         with open(os.path.join(proc_root, str(pid), "cgroup")) as handle:
             text = handle.read()
-    except (IOError, OSError):
+    except OSError:
         return None
     match = re.search(r"(?:/docker/|docker-)([0-9a-f]{64})", text)
     return match.group(1)[:12] if match else None
@@ -136,7 +133,7 @@ def numa_node(bus_id):
         with open("/sys/bus/pci/devices/%s/numa_node" % bus) as handle:
             value = int(handle.read().strip())
         return value if value >= 0 else None
-    except (IOError, OSError, ValueError):
+    except (OSError, ValueError):
         return None
 
 

@@ -1,13 +1,10 @@
-# -*- coding: utf-8 -*-
 """Pure parsers for vendor accelerator tools: hl-smi (Intel Gaudi), npu-smi (Huawei Ascend), nvidia-smi.
 
 Each parser takes the text a tool printed and returns plain data; tests/fixtures holds recorded real outputs
 with their sources, and tests/unit/test_accel_parsers.py runs every parser on them.
 """
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
 
 import re
 
@@ -24,7 +21,7 @@ def _number(text):
 
 
 def parse_csv_query(text, fields=None):
-    """Rows of `hl-smi -Q ... -f csv` or `nvidia-smi --query-*=... --format=csv`.
+    """Rows of `hl-smi -Q ... -f csv` or `nvidia-smi --query-gpu=... --format=csv`.
 
     Keys are the queried field names with any unit suffix (' [MiB]') removed. With `noheader` output, pass
     the queried `fields`. Values that carry a unit ('768 MiB') become numbers; others stay strings.
@@ -45,9 +42,7 @@ def parse_csv_query(text, fields=None):
             number = _number(value)
             if field in ("index", "module_id", "pid") and number is not None:
                 row[field] = int(number)
-            elif number is not None and re.search(r"(MiB|MB|%| C| W)$", value):
-                row[field] = number
-            elif field.startswith("memory.") and number is not None:
+            elif number is not None and (field.startswith("memory.") or re.search(r"(MiB|MB|%| C| W)$", value)):
                 row[field] = number
             else:
                 row[field] = value

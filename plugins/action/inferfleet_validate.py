@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: inferfleet contributors
 # Apache License 2.0
 """Action plugin: validate a host's inferfleet inventory variables on the controller, before any connection.
@@ -6,9 +5,7 @@
 It imports the inferfleet package so that the CLI, the API and the playbooks judge an inventory the same way.
 """
 
-from __future__ import absolute_import, division, print_function
 
-__metaclass__ = type
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -27,7 +24,7 @@ class ActionModule(ActionBase):
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
+        result = super().run(tmp, task_vars)
         if validate_host is None:
             raise AnsibleActionFail("the inferfleet Python package is not importable on the controller: %s "
                                     "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)

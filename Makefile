@@ -1,0 +1,50 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+SANDBOX_PROFILES ?= gaudi2,ascend910b,h100,cpu
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: demo test lint unit integration bench deps venv sandbox-up sandbox-down clean
+
+deps:  ## Debian packages the sandbox and the tests need (as root)
+	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null && command -v docker-registry >/dev/null \
+	  && command -v fusermount3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends docker.io mmdebstrap docker-registry fuse3 openssh-client \
+	  python3-venv >/dev/null; }
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: deps venv  ## Bring up the sandbox fleet (SIMULATED accelerators) and run the pipeline on it
+	$(BIN)/inferfleet sandbox up --profiles $(SANDBOX_PROFILES)
+	$(BIN)/inferfleet up -i inventories/sandbox/hosts.yml
+
+sandbox-down: venv
+	$(BIN)/inferfleet sandbox down
+
+test: lint unit integration  ## Lint, unit and integration tests
+
+lint: venv
+	$(BIN)/ruff check src tests library module_utils plugins benchmarks
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --offline -q
+
+unit: venv
+	$(BIN)/pytest -q -m "not integration" tests
+
+integration: deps venv
+	$(BIN)/pytest -q -m integration tests
+
+bench: deps venv  ## Print the benchmark figures (not pass/fail)
+	$(BIN)/python benchmarks/sandbox_up.py
+	$(BIN)/python benchmarks/task_overhead.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

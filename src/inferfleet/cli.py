@@ -1,0 +1,189 @@
+"""The `inferfleet` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import runner
+from .runner import TaskResult
+
+STATUS_MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE",
+               "skipped": "skipped"}
+
+
+def _color(text: str, status: str) -> str:
+    if not sys.stdout.isatty():
+        return text
+    code = {"ok": "32", "changed": "33", "failed": "31", "unreachable": "31", "skipped": "36"}.get(status)
+    return f"\033[{code}m{text}\033[0m" if code else text
+
+
+def print_result(result: TaskResult) -> None:
+    if result.status == "skipped":
+        return
+    line = f"  {_color(STATUS_MARK[result.status].ljust(11), result.status)} {result.host:<16} {result.task}"
+    print(line, flush=True)
+    if result.status in ("failed", "unreachable") and result.msg:
+        for msg_line in result.msg.splitlines():
+            print(f"{'':14}{msg_line}", flush=True)
+    elif result.task.split(" : ")[-1].startswith("Show") and result.msg:
+        print(f"{'':14}{result.msg}", flush=True)
+
+
+def print_recap(result: runner.RunResult) -> None:
+    print("\nRECAP" + " " * 13 + "ok  changed  failed  unreachable  skipped")
+    for name in sorted(result.hosts):
+        h = result.hosts[name]
+        status = "ok" if h.healthy else "failed"
+        print(_color(f"  {name:<16}{h.ok:>4}{h.changed:>9}{h.failed:>8}{h.unreachable:>13}{h.skipped:>9}", status))
+    verdict = "succeeded" if result.ok else "FAILED"
+    print(f"\nrun {verdict} in {result.elapsed:.1f}s")
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _extravars(pairs: list[str]) -> dict:
+    extra = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"-e expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        extra[key] = value
+    return extra
+
+
+def cmd_up(args) -> int:
+    stages = _split(args.stages)
+    if not args.json:
+        print(f"inferfleet: running {'stages ' + ','.join(stages) if stages else 'all stages'} on {args.inventory}"
+              f"{' (check mode)' if args.check else ''}", flush=True)
+    try:
+        result = runner.up(args.inventory, stages=stages, limit=args.limit, check=args.check, diff=args.diff,
+                           extravars=_extravars(args.extra_vars),
+                           on_result=None if args.json else print_result,
+                           on_task=None)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"inferfleet: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_recap(result)
+    return 0 if result.ok else 1
+
+
+def _sandbox(args):
+    from .sandbox.fleet import Sandbox
+
+    return Sandbox(name=args.name, registry_port=args.registry_port,
+                   state_root=Path(args.state_dir) if args.state_dir else None)
+
+
+def cmd_sandbox_up(args) -> int:
+    from .sandbox.profiles import parse_profiles
+
+    try:
+        names = parse_profiles(args.profiles)
+    except ValueError as err:
+        print(f"inferfleet: {err}", file=sys.stderr)
+        return 2
+    sandbox = _sandbox(args)
+    hosts = sandbox.up(hosts=args.hosts, profile_names=names,
+                       inventory_dir=Path(args.inventory_dir) if args.inventory_dir else None,
+                       extra_ca=Path(args.extra_ca) if args.extra_ca else None)
+    _print_hosts(hosts)
+    return 0
+
+
+def _print_hosts(hosts) -> None:
+    print(f"{'HOST':<16}{'PROFILE':<12}{'STATE':<10}{'ADDRESS':<16}ACCELERATORS")
+    for host in hosts:
+        from .sandbox.profiles import get_profile
+
+        profile = get_profile(host.profile)
+        accel = (f"{len(profile.devices)} x {profile.model} {profile.memory_gib} GB (SIMULATED)"
+                 if profile.devices else "none (CPU only)")
+        print(f"{host.name:<16}{host.profile:<12}{host.state:<10}{host.address or '-':<16}{accel}")
+
+
+def cmd_sandbox_status(args) -> int:
+    hosts = _sandbox(args).status()
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hosts], indent=2))
+    elif not hosts:
+        print(f"sandbox '{args.name}': no hosts")
+    else:
+        _print_hosts(hosts)
+    return 0
+
+
+def cmd_sandbox_down(args) -> int:
+    removed = _sandbox(args).down()
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print(f"sandbox '{args.name}': nothing to remove")
+    return 0
+
+
+def cmd_sandbox_fault(args) -> int:
+    try:
+        faults = _sandbox(args).set_fault(args.host, args.kind, args.value)
+    except (KeyError, ValueError, RuntimeError) as err:
+        print(f"inferfleet: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(faults, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the pipeline (site.yml) against an inventory")
+    up.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    up.add_argument("--stages", help="comma-separated stages to run (default: all)")
+    up.add_argument("--limit", help="host pattern, as ansible-playbook --limit")
+    up.add_argument("--check", action="store_true", help="report what would change, change nothing")
+    up.add_argument("--diff", action="store_true", help="show file differences")
+    up.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE")
+    up.add_argument("--json", action="store_true", help="print one JSON document instead of progress")
+    up.set_defaults(func=cmd_up)
+
+    sandbox = sub.add_parser("sandbox", help="the local test fleet with SIMULATED accelerators")
+    sandbox.add_argument("--name", default="inferfleet", help="sandbox name (several can coexist)")
+    sandbox.add_argument("--registry-port", type=int, default=5000)
+    sandbox.add_argument("--state-dir", help="where keys and registry data live (default: <project>/.sandbox)")
+    ssub = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    s_up = ssub.add_parser("up", help="create or update the fleet")
+    s_up.add_argument("--hosts", type=int, help="number of hosts (default: one per profile)")
+    s_up.add_argument("--profiles", default="gaudi2,ascend910b,h100,cpu",
+                      help="comma-separated profiles, assigned to hosts in turn")
+    s_up.add_argument("--inventory-dir", help="where to write hosts.yml (default: inventories/sandbox)")
+    s_up.add_argument("--extra-ca", help="PEM bundle to trust inside hosts (e.g. a proxy's CA)")
+    s_up.set_defaults(func=cmd_sandbox_up)
+    s_status = ssub.add_parser("status", help="show the fleet")
+    s_status.add_argument("--json", action="store_true")
+    s_status.set_defaults(func=cmd_sandbox_status)
+    ssub.add_parser("down", help="remove everything `up` created").set_defaults(func=cmd_sandbox_down)
+    s_fault = ssub.add_parser("fault", help="make a simulated host misbehave")
+    s_fault.add_argument("host")
+    s_fault.add_argument("kind", choices=["hold", "release", "missing", "present", "link_down", "link_up",
+                                          "bandwidth_factor", "hugepages_limit", "clear"])
+    s_fault.add_argument("value", nargs="?")
+    s_fault.set_defaults(func=cmd_sandbox_fault)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
