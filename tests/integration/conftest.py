@@ -1,0 +1,22 @@
+import os
+
+import pytest
+
+from inferfleet.sandbox.fleet import LABEL, Sandbox
+
+ALL_PROFILES = ["gaudi2", "ascend910b", "h100", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory):
+    """A fleet with all four profiles, apart from the demo's (own name, registry port and state)."""
+    root = tmp_path_factory.mktemp("sandbox")
+    box = Sandbox(name=os.environ.get("INFERFLEET_TEST_SANDBOX", "ifci"), state_root=root / "state",
+                  registry_port=int(os.environ.get("INFERFLEET_TEST_REGISTRY_PORT", "5055")))
+    box.up(profile_names=ALL_PROFILES, inventory_dir=root / "inventory")
+    box.inventory = root / "inventory" / "hosts.yml"
+    yield box
+    removed = box.down()
+    leftovers = box.client.containers.list(all=True, filters={"label": f"{LABEL}={box.name}"})
+    assert not leftovers, f"sandbox down left containers: {leftovers}"
+    assert any(item.startswith("registry process") for item in removed)
