@@ -59,21 +59,27 @@ def _version_after(text, label):
     return match.group(1) if match else None
 
 
-def parse_hl_smi(text):
-    """The default `hl-smi` table: versions, cards with bus id and memory, compute processes."""
-    result = {"tool_version": _version_after(text, "HL-SMI Version:"),
-              "driver_version": _version_after(text, "Driver Version:"),
-              "devices": [], "processes": []}
-    lines = text.splitlines()
+def _table_rows(text, process_marker):
+    """Yield (in_process_section, cells) for each content row of an smi-style box table."""
     in_procs = False
-    pending = None
-    for line in lines:
-        if "Compute Processes:" in line:
+    for line in text.splitlines():
+        if process_marker in line:
             in_procs = True
             continue
         if not line.startswith("|") or set(line) <= set("|=-+ "):
             continue
         cells = _cells(line)
+        if in_procs or len(cells) >= 3:
+            yield in_procs, cells
+
+
+def parse_hl_smi(text):
+    """The default `hl-smi` table: versions, cards with bus id and memory, compute processes."""
+    result = {"tool_version": _version_after(text, "HL-SMI Version:"),
+              "driver_version": _version_after(text, "Driver Version:"),
+              "devices": [], "processes": []}
+    pending = None
+    for in_procs, cells in _table_rows(text, "Compute Processes:"):
         if in_procs:
             parts = cells[0].split()
             if len(parts) >= 4 and parts[0].isdigit() and parts[1].isdigit():
@@ -81,8 +87,6 @@ def parse_hl_smi(text):
                     "index": int(parts[0]), "pid": int(parts[1]), "type": parts[2],
                     "name": " ".join(parts[3:-1]) if len(parts) > 4 else parts[3],
                     "memory_mib": _number(parts[-1].replace("MiB", " MiB")) if len(parts) > 4 else None})
-            continue
-        if len(cells) < 3:
             continue
         first = cells[0].split()
         if first and first[0].isdigit() and re.match(r"^[0-9a-fA-F]{4}:", cells[1]):
@@ -143,23 +147,14 @@ def parse_nvidia_smi(text):
     """The default `nvidia-smi` table: versions, GPUs with bus id and memory, processes."""
     result = {"driver_version": _version_after(text, "Driver Version:"),
               "cuda_version": _version_after(text, "CUDA Version:"), "devices": [], "processes": []}
-    in_procs = False
     pending = None
-    for line in text.splitlines():
-        if "Processes:" in line:
-            in_procs = True
-            continue
-        if not line.startswith("|") or set(line) <= set("|=-+ "):
-            continue
-        cells = _cells(line)
+    for in_procs, cells in _table_rows(text, "Processes:"):
         if in_procs:
             parts = cells[0].split()
             if len(parts) >= 6 and parts[0].isdigit() and parts[3].isdigit():
                 result["processes"].append({"index": int(parts[0]), "pid": int(parts[3]), "type": parts[4],
                                             "name": " ".join(parts[5:-1]),
                                             "memory_mib": _number(parts[-1].replace("MiB", " MiB"))})
-            continue
-        if len(cells) < 3:
             continue
         first = cells[0].split()
         if first and first[0].isdigit() and re.match(r"^[0-9A-Fa-f]{8}:", cells[1]):
