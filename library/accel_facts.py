@@ -3,7 +3,6 @@
 # Apache License 2.0
 
 
-
 DOCUMENTATION = r"""
 ---
 module: accel_facts

@@ -5,7 +5,6 @@ with their sources, and tests/unit/test_accel_parsers.py runs every parser on th
 """
 
 
-
 import re
 
 _UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(MiB|MB|GiB|%|C|W)?\s*$", re.IGNORECASE)

@@ -6,7 +6,6 @@ It imports the inferfleet package so that the CLI, the API and the playbooks jud
 """
 
 
-
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 

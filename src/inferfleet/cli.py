@@ -65,8 +65,7 @@ def cmd_up(args) -> int:
     try:
         result = runner.up(args.inventory, stages=stages, limit=args.limit, check=args.check, diff=args.diff,
                            extravars=_extravars(args.extra_vars),
-                           on_result=None if args.json else print_result,
-                           on_task=None)
+                           on_result=None if args.json else print_result)
     except (FileNotFoundError, ValueError) as err:
         print(f"inferfleet: {err}", file=sys.stderr)
         return 2
@@ -101,10 +100,10 @@ def cmd_sandbox_up(args) -> int:
 
 
 def _print_hosts(hosts) -> None:
+    from .sandbox.profiles import get_profile
+
     print(f"{'HOST':<16}{'PROFILE':<12}{'STATE':<10}{'ADDRESS':<16}ACCELERATORS")
     for host in hosts:
-        from .sandbox.profiles import get_profile
-
         profile = get_profile(host.profile)
         accel = (f"{len(profile.devices)} x {profile.model} {profile.memory_gib} GB (SIMULATED)"
                  if profile.devices else "none (CPU only)")

@@ -105,7 +105,6 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
                  limit: str | None = None, check: bool = False, diff: bool = False,
                  extravars: dict | None = None,
                  on_result: Callable[[TaskResult], None] | None = None,
-                 on_task: Callable[[str], None] | None = None,
                  verbosity: int = 0) -> RunResult:
     """Run `playbook` of the project against `inventory`; stream results to the callbacks as they come."""
     import ansible_runner
@@ -115,18 +114,17 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
     if not inventory.exists():
         raise FileNotFoundError(f"inventory {inventory} does not exist")
     if stages:
-        unknown = [s for s in stages if s not in known_stages(project)]
+        known = known_stages(project)
+        unknown = [s for s in stages if s not in known]
         if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(unknown)}: known are {', '.join(known_stages(project))}")
+            raise ValueError(f"unknown stage(s) {', '.join(unknown)}: known are {', '.join(known)}")
     results: list[TaskResult] = []
     stats: dict = {}
 
     def handle(event: dict) -> bool:
         name = event.get("event", "")
         data = event.get("event_data", {})
-        if name == "playbook_on_task_start" and on_task:
-            on_task(data.get("task", ""))
-        elif name == "playbook_on_stats":
+        if name == "playbook_on_stats":
             stats.update(data)
         else:
             res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}

@@ -27,7 +27,8 @@ GRUB_CMDLINE_LINUX=""
 REPOSITORY = "inferfleet-sandbox-host"
 
 
-def _hooks(ca_bundle: Path | None, files_dir: Path = Path("/nonexistent")) -> list[str]:
+def _hooks(ca_bundle: Path | None, files_dir: Path) -> list[str]:
+    """mmdebstrap customize hooks; `files_dir` holds the generated files they copy in."""
     hooks = [
         # Host keys are made at first boot, so that hosts do not share them.
         'rm -f "$1"/etc/ssh/ssh_host_*',
@@ -51,7 +52,8 @@ def _hooks(ca_bundle: Path | None, files_dir: Path = Path("/nonexistent")) -> li
 
 def image_tag(ca_bundle: Path | None = None) -> str:
     digest = hashlib.sha256()
-    for part in (SUITE, MIRROR, " ".join(PACKAGES), DEFAULT_GRUB, *(_hooks(ca_bundle))):
+    # The hooks are hashed with a fixed stand-in for the build's temporary directory.
+    for part in (SUITE, MIRROR, " ".join(PACKAGES), DEFAULT_GRUB, *_hooks(ca_bundle, Path("files"))):
         digest.update(part.encode())
     for unit in UNITS:
         digest.update((SIM_DIR / "units" / unit).read_bytes())
