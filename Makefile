@@ -8,9 +8,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test lint unit integration bench deps venv sandbox-up sandbox-down clean
 
-deps:  ## Debian packages the sandbox and the tests need (as root)
+deps:  ## Debian packages the sandbox and the tests need (as root); src/inferfleet/sandbox/hostenv.py checks the same
 	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null && command -v docker-registry >/dev/null \
-	  && command -v fusermount3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  && command -v fusermount3 >/dev/null && command -v ssh >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends docker.io mmdebstrap docker-registry fuse3 openssh-client \
 	  python3-venv >/dev/null; }
 
