@@ -16,3 +16,30 @@ def _load(name: str, path: Path):
 
 # Modules in library/ import their helpers as ansible.module_utils.<name>, as Ansible ships them to hosts.
 accel_parsers = _load("ansible.module_utils.accel_parsers", ROOT / "module_utils" / "accel_parsers.py")
+
+
+def run_module(path: Path, args: dict, check: bool = False) -> dict:
+    """Run an Ansible module from library/ as Ansible would (a JSON args file), return its JSON result."""
+    import json
+    import subprocess
+    import tempfile
+
+    payload = {"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check, _ansible_diff=True)}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(payload, handle)
+    try:
+        proc = subprocess.run([sys.executable, str(path), handle.name], capture_output=True, text=True,
+                              env={"PYTHONPATH": str(ROOT / "module_utils"), "PATH": "/usr/bin:/bin"})
+    finally:
+        Path(handle.name).unlink()
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError as err:
+        raise AssertionError(f"module printed no JSON: {proc.stdout!r} {proc.stderr!r}") from err
+    # ansible-core 2.19 returns warnings as structured events; tests read their text
+    result["warnings"] = [w["event"]["msg"] if isinstance(w, dict) else w for w in result.get("warnings", [])]
+    return result
+
+
+def load_library_module(name: str):
+    return _load(f"inferfleet_library_{name}", ROOT / "library" / f"{name}.py")

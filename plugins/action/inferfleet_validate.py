@@ -18,6 +18,9 @@ else:
     IMPORT_ERROR = None
 
 
+VALIDATED_PREFIXES = ("inferfleet_", "host_tuning_", "docker_engine_", "accel_runtime_")
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -29,7 +32,7 @@ class ActionModule(ActionBase):
                                     "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
         task_vars = task_vars or {}
         host = task_vars.get("inventory_hostname", "?")
-        names = [k for k in task_vars if k.startswith("inferfleet_")]
+        names = [k for k in task_vars if k.startswith(VALIDATED_PREFIXES)]
         host_vars = dict((k, self._templar.template(task_vars[k])) for k in names)
         groups = task_vars.get("group_names", [])
         problems = validate_host(host, host_vars, groups)

@@ -26,11 +26,10 @@ def print_result(result: TaskResult) -> None:
         return
     line = f"  {_color(STATUS_MARK[result.status].ljust(11), result.status)} {result.host:<16} {result.task}"
     print(line, flush=True)
-    if result.status in ("failed", "unreachable") and result.msg:
+    shown = result.status in ("failed", "unreachable") or result.task.split(" : ")[-1].startswith(("Show", "Warn"))
+    if shown and result.msg:
         for msg_line in result.msg.splitlines():
             print(f"{'':14}{msg_line}", flush=True)
-    elif result.task.split(" : ")[-1].startswith("Show") and result.msg:
-        print(f"{'':14}{result.msg}", flush=True)
 
 
 def print_recap(result: runner.RunResult) -> None:
@@ -72,6 +71,8 @@ def cmd_up(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
+        for error in result.errors:
+            print(error, file=sys.stderr)
         print_recap(result)
     return 0 if result.ok else 1
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from inferfleet.tuning import GOVERNORS, IDLE_STATE_NAME
+
 PLATFORMS = ("gaudi", "ascend", "nvidia", "cpu")
 ACCELERATOR_KEYS = {"model": str, "count": int, "memory_gib": (int, float)}
 PLATFORM_GROUPS = set(PLATFORMS)
@@ -103,7 +105,72 @@ def validate_host(host: str, host_vars: dict, groups: list[str] | tuple[str, ...
                 if not isinstance(item, str) or not HOST_PORT.match(item):
                     add("inferfleet_insecure_registries", f"{item!r} is not HOST[:PORT]",
                         "list registries as HOST:PORT without a scheme")
+    _validate_tuning(host_vars, add)
+    _validate_docker(host_vars, add)
     return problems
+
+
+def _whole_number(value) -> int | None:
+    """An int from an int or a string of digits (`-e key=15000` arrives as a string); None otherwise."""
+    if _is_int(value):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
+        return int(value)
+    return None
+
+
+def _choice(host_vars: dict, add, field: str, choices, fix_example: str) -> None:
+    value = host_vars.get(field)
+    if value is not None and value not in choices:
+        add(field, f"{value!r} is not one of {', '.join(map(str, choices))}", f"set {field}: {fix_example}")
+
+
+def _validate_tuning(host_vars: dict, add) -> None:
+    """Variables of the tune stage (role host_tuning)."""
+    for field in ("host_tuning_hugepages", "host_tuning_intel_idle_max_cstate", "host_tuning_reboot_timeout"):
+        value = host_vars.get(field)
+        if value is None:
+            continue
+        number = _whole_number(value)
+        if number is None or number < 0:
+            add(field, f"must be a whole number >= 0, got {value!r}",
+                f"write a plain number, e.g. {field}: 15000" if field == "host_tuning_hugepages"
+                else f"write a plain number, e.g. {field}: 0")
+    _choice(host_vars, add, "host_tuning_governor", GOVERNORS, "performance")
+    _choice(host_vars, add, "host_tuning_reboot", ("never", "if_needed"), "never")
+    states = host_vars.get("host_tuning_disable_idle_states")
+    if states is not None:
+        if not isinstance(states, list):
+            add("host_tuning_disable_idle_states", f"must be a list, got {_type_name(states)}",
+                "write it as a YAML list, e.g. [C1E, C6]")
+        else:
+            for name in states:
+                if not isinstance(name, str) or not IDLE_STATE_NAME.match(name):
+                    add("host_tuning_disable_idle_states", f"{name!r} is not an idle state name",
+                        "use names as in /sys/devices/system/cpu/cpu0/cpuidle/state*/name, e.g. C1E, C6")
+    args = host_vars.get("host_tuning_kernel_cmdline")
+    if args is not None:
+        if not isinstance(args, dict):
+            add("host_tuning_kernel_cmdline", f"must be a mapping, got {_type_name(args)}",
+                "write it as key: value, e.g. {intel_iommu: 'on', iommu: pt}")
+        else:
+            for key in args:
+                if not isinstance(key, str) or not re.fullmatch(r"[^\s=\"]+", key):
+                    add("host_tuning_kernel_cmdline", f"key {key!r} is not a kernel argument name",
+                        "use the part before '=' as the key and put the value on the right")
+
+
+def _validate_docker(host_vars: dict, add) -> None:
+    """Variables of the docker stage (roles docker_engine and accel_runtime)."""
+    _choice(host_vars, add, "docker_engine_source", ("upstream", "distro"), "distro")
+    _choice(host_vars, add, "accel_runtime_ascend_mode", ("devices", "runtime"), "devices")
+    options = host_vars.get("docker_engine_daemon_options")
+    if options is not None and not isinstance(options, dict):
+        add("docker_engine_daemon_options", f"must be a mapping, got {_type_name(options)}",
+            'write daemon.json keys as a mapping, e.g. {"log-driver": "json-file"}')
+    users = host_vars.get("docker_engine_users")
+    if users is not None and (not isinstance(users, list) or not all(isinstance(u, str) and u for u in users)):
+        add("docker_engine_users", f"must be a list of user names, got {users!r}", "write e.g. [alice, bob]")
 
 
 def validate_inventory(hosts: dict[str, dict], groups_of: dict[str, list[str]] | None = None) -> list[Problem]:

@@ -47,6 +47,8 @@ class RunResult:
     elapsed: float
     hosts: dict[str, HostRecap]
     results: list[TaskResult]
+    # Errors Ansible printed outside any task (syntax errors, bad options), which no host result carries.
+    errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -72,6 +74,7 @@ class RunResult:
             "rc": self.rc, "status": self.status, "ok": self.ok, "elapsed": round(self.elapsed, 3),
             "hosts": {name: asdict(recap) for name, recap in self.hosts.items()},
             "failures": [{"host": f.host, "task": f.task, "msg": f.msg} for f in self.failures],
+            "errors": self.errors,
         }
 
 
@@ -119,6 +122,7 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(unknown)}: known are {', '.join(known)}")
     results: list[TaskResult] = []
+    errors: list[str] = []
     stats: dict = {}
 
     def handle(event: dict) -> bool:
@@ -126,13 +130,16 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
         data = event.get("event_data", {})
         if name == "playbook_on_stats":
             stats.update(data)
+        elif name in ("verbose", "error") and "ERROR" in event.get("stdout", ""):
+            errors.append(event["stdout"].strip())
         else:
             res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}
             status = _status_of(name, res)
             if status:
+                msg = res.get("msg", "") or ""
+                msg = "\n".join(map(str, msg)) if isinstance(msg, list) else str(msg)
                 result = TaskResult(host=data.get("host", "?"), task=data.get("task", ""), status=status,
-                                    msg=_message(res) if status in ("failed", "unreachable") else
-                                    str(res.get("msg", "") or ""), data=res)
+                                    msg=_message(res) if status in ("failed", "unreachable") else msg, data=res)
                 results.append(result)
                 if on_result:
                     on_result(result)
@@ -163,7 +170,8 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
             recap = hosts.setdefault(host, HostRecap(host))
             setattr(recap, attr, count)
     rc = run.rc if run.rc is not None else 1
-    return RunResult(rc=rc, status=run.status, elapsed=time.monotonic() - started, hosts=hosts, results=results)
+    return RunResult(rc=rc, status=run.status, elapsed=time.monotonic() - started, hosts=hosts, results=results,
+                     errors=errors)
 
 
 def up(inventory: str | Path, stages: list[str] | None = None, limit: str | None = None,

@@ -1,0 +1,39 @@
+# Copyright: inferfleet contributors
+# Apache License 2.0
+"""Filters for the docker_engine role; the logic lives in inferfleet.dockercfg (unit-tested)."""
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    from inferfleet import dockercfg
+except ImportError as exc:  # pragma: no cover - depends on the controller's environment
+    dockercfg = None
+    IMPORT_ERROR = exc
+
+
+def _require():
+    if dockercfg is None:
+        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s "
+                                 "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+
+
+def inferfleet_daemon_settings(options, **kwargs):
+    _require()
+    return dockercfg.daemon_settings(options=options, **kwargs)
+
+
+def inferfleet_merge_daemon_json(current_text, wanted):
+    _require()
+    return dockercfg.merge_daemon_json(current_text, wanted)
+
+
+def inferfleet_check_docker_info(info, wanted):
+    _require()
+    return dockercfg.check_docker_info(info, wanted)
+
+
+class FilterModule:
+    def filters(self):
+        return {"inferfleet_daemon_settings": inferfleet_daemon_settings,
+                "inferfleet_merge_daemon_json": inferfleet_merge_daemon_json,
+                "inferfleet_check_docker_info": inferfleet_check_docker_info}

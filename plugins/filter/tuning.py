@@ -1,0 +1,34 @@
+# Copyright: inferfleet contributors
+# Apache License 2.0
+"""Filters for the tune stage's verification table; the logic lives in inferfleet.tuning (unit-tested)."""
+
+from ansible.errors import AnsibleFilterError
+
+try:
+    from inferfleet.tuning import render_rows, tuning_rows
+except ImportError as exc:  # pragma: no cover - depends on the controller's environment
+    tuning_rows = render_rows = None
+    IMPORT_ERROR = exc
+
+
+def _require():
+    if tuning_rows is None:
+        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s "
+                                 "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+
+
+def inferfleet_tuning_rows(wanted, cpu, cmdline, sysctl_now, sysctl_file, boot_unit):
+    _require()
+    if isinstance(sysctl_file, list):
+        sysctl_file = "\n".join(sysctl_file)
+    return tuning_rows(wanted, cpu, cmdline or None, sysctl_now, sysctl_file, bool(boot_unit))
+
+
+def inferfleet_render_rows(rows):
+    _require()
+    return render_rows(rows)
+
+
+class FilterModule:
+    def filters(self):
+        return {"inferfleet_tuning_rows": inferfleet_tuning_rows, "inferfleet_render_rows": inferfleet_render_rows}

@@ -1,0 +1,91 @@
+"""Merging /etc/docker/daemon.json: our keys in, every key the user wrote kept.
+
+Used by the docker_engine role through plugins/filter/docker.py, and unit-tested here.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def merge_values(current, wanted):
+    """Merge `wanted` into `current`: mappings recursively, lists as wanted items first then the user's other
+    items (the first registry mirror is tried first, so ours lead), anything else replaced by `wanted`."""
+    if isinstance(current, dict) and isinstance(wanted, dict):
+        merged = dict(current)
+        for key, value in wanted.items():
+            merged[key] = merge_values(current[key], value) if key in current else value
+        return merged
+    if isinstance(current, list) and isinstance(wanted, list):
+        return list(wanted) + [item for item in current if item not in wanted]
+    return wanted
+
+
+def daemon_settings(registry_mirrors=(), insecure_registries=(), data_root="", log_driver="", log_opts=None,
+                    runtimes=None, default_runtime="", options=None) -> dict:
+    """The daemon.json keys inferfleet manages, from the role's variables (empty values are not managed)."""
+    settings: dict = {}
+    if registry_mirrors:
+        settings["registry-mirrors"] = list(registry_mirrors)
+    if insecure_registries:
+        settings["insecure-registries"] = list(insecure_registries)
+    if data_root:
+        settings["data-root"] = data_root
+    if log_driver:
+        settings["log-driver"] = log_driver
+    if log_opts:
+        settings["log-opts"] = {key: str(value) for key, value in log_opts.items()}
+    if runtimes:
+        settings["runtimes"] = {name: {"path": spec["path"], **({"runtimeArgs": list(spec["runtimeArgs"])}
+                                                                 if spec.get("runtimeArgs") else {})}
+                                for name, spec in runtimes.items()}
+    if default_runtime:
+        settings["default-runtime"] = default_runtime
+    return merge_values(settings, options or {})
+
+
+def merge_daemon_json(current_text: str | None, wanted: dict) -> dict:
+    """{'merged', 'current', 'changed', 'error'}: the file's content with `wanted` merged in.
+
+    A missing or empty file counts as {}. Invalid JSON or a non-object is an error: the file is the user's and
+    is never overwritten by guesswork."""
+    if current_text is None or not current_text.strip():
+        current = {}
+    else:
+        try:
+            current = json.loads(current_text)
+        except ValueError as err:
+            return {"merged": None, "current": None, "update_needed": False,
+                    "error": f"is not valid JSON ({err}); fix or remove it, then run again"}
+        if not isinstance(current, dict):
+            return {"merged": None, "current": None, "update_needed": False,
+                    "error": f"holds a JSON {type(current).__name__}, not an object; fix it, then run again"}
+    merged = merge_values(current, wanted)
+    return {"merged": merged, "current": current, "update_needed": merged != current, "error": ""}
+
+
+def check_docker_info(info: dict, wanted: dict) -> list[str]:
+    """What `docker info --format '{{json .}}'` shows differing from the daemon.json settings we wrote."""
+    problems = []
+    registry = info.get("RegistryConfig") or {}
+    mirrors = [m.rstrip("/") for m in registry.get("Mirrors") or []]
+    for mirror in wanted.get("registry-mirrors", []):
+        if mirror.rstrip("/") not in mirrors:
+            problems.append(f"registry mirror {mirror} is not active (docker info lists {mirrors or 'none'})")
+    index = registry.get("IndexConfigs") or {}
+    for name in wanted.get("insecure-registries", []):
+        if name in index and index[name].get("Secure", True):
+            problems.append(f"registry {name} is not insecure in docker info")
+        elif name not in index and "/" not in name:
+            problems.append(f"insecure registry {name} is missing from docker info")
+    runtimes = sorted((info.get("Runtimes") or {}).keys())
+    for name in wanted.get("runtimes", {}):
+        if name not in runtimes:
+            problems.append(f"runtime {name} is not registered (docker info lists {', '.join(runtimes)})")
+    default = wanted.get("default-runtime")
+    if default and info.get("DefaultRuntime") != default:
+        problems.append(f"default runtime is {info.get('DefaultRuntime')}, wanted {default}")
+    root = wanted.get("data-root")
+    if root and info.get("DockerRootDir") != root:
+        problems.append(f"data root is {info.get('DockerRootDir')}, wanted {root}")
+    return problems

@@ -1,0 +1,60 @@
+"""daemon.json merging and the docker info check, on a recorded `docker info` (tests/fixtures/docker)."""
+
+import json
+
+from helpers import FIXTURES
+
+from inferfleet.dockercfg import check_docker_info, daemon_settings, merge_daemon_json, merge_values
+
+INFO = json.loads((FIXTURES / "docker" / "docker-info-20.10-habana.json").read_text())
+HABANA = {"habana": {"path": "/usr/bin/habana-container-runtime"}}
+
+
+def test_user_keys_survive_and_ours_are_merged():
+    user = {"registry-mirrors": ["https://mirror.aliyuncs.com"], "log-driver": "journald",
+            "runtimes": {"custom": {"path": "/opt/custom-runc"}}, "features": {"buildkit": True}}
+    wanted = daemon_settings(registry_mirrors=["http://10.0.0.5:5000"], insecure_registries=["10.0.0.5:5000"],
+                             runtimes=HABANA)
+    result = merge_daemon_json(json.dumps(user), wanted)
+    merged = result["merged"]
+    assert result["update_needed"] is True and result["error"] == ""
+    assert merged["registry-mirrors"] == ["http://10.0.0.5:5000", "https://mirror.aliyuncs.com"]
+    assert merged["runtimes"] == {"custom": {"path": "/opt/custom-runc"}, **HABANA}
+    assert merged["log-driver"] == "journald" and merged["features"] == {"buildkit": True}
+    assert merged["insecure-registries"] == ["10.0.0.5:5000"]
+    again = merge_daemon_json(json.dumps(merged, indent=4), wanted)
+    assert again["update_needed"] is False and again["merged"] == merged
+
+
+def test_missing_empty_and_broken_files():
+    assert merge_daemon_json(None, {"a": 1})["merged"] == {"a": 1}
+    assert merge_daemon_json("  \n", {})["update_needed"] is False
+    broken = merge_daemon_json('{"registry-mirrors": [', {"a": 1})
+    assert broken["merged"] is None and "not valid JSON" in broken["error"]
+    assert "not an object" in merge_daemon_json("[1]", {})["error"]
+
+
+def test_settings_omit_what_is_not_managed_and_options_win():
+    assert daemon_settings() == {}
+    settings = daemon_settings(log_driver="json-file", log_opts={"max-size": "100m", "max-file": 3},
+                               default_runtime="habana", runtimes={"habana": {"path": "/x", "runtimeArgs": []}},
+                               options={"log-opts": {"max-file": "5"}, "live-restore": True})
+    assert settings == {"log-driver": "json-file", "log-opts": {"max-size": "100m", "max-file": "5"},
+                        "runtimes": {"habana": {"path": "/x"}}, "default-runtime": "habana", "live-restore": True}
+
+
+def test_merge_values_replaces_scalars_and_keeps_list_order():
+    assert merge_values({"a": 1, "b": [1, 2]}, {"a": 2, "b": [3, 2]}) == {"a": 2, "b": [3, 2, 1]}
+
+
+def test_docker_info_check_on_a_recorded_engine():
+    good = daemon_settings(registry_mirrors=["http://172.18.0.1:5000"], insecure_registries=["172.18.0.1:5000"],
+                           runtimes=HABANA)
+    assert check_docker_info(INFO, good) == []
+    bad = daemon_settings(registry_mirrors=["http://10.9.9.9:5000"], insecure_registries=["10.9.9.9:5000"],
+                          runtimes={"nvidia": {"path": "nvidia-container-runtime"}}, default_runtime="habana",
+                          data_root="/data/docker")
+    problems = check_docker_info(INFO, bad)
+    assert len(problems) == 5
+    assert any("runtime nvidia is not registered" in p and "habana" in p for p in problems)
+    assert any("default runtime is runc" in p for p in problems)
