@@ -47,12 +47,26 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _extravars(pairs: list[str]) -> dict:
+    """-e as ansible-playbook takes it: KEY=VALUE (a string), a YAML/JSON mapping, or @FILE."""
+    import yaml
+
     extra = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise SystemExit(f"-e expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        extra[key] = value
+        if pair.startswith("@"):
+            loaded = yaml.safe_load(Path(pair[1:]).read_text())
+        elif pair.lstrip().startswith("{"):
+            try:
+                loaded = yaml.safe_load(pair)
+            except yaml.YAMLError as err:
+                raise SystemExit(f"-e {pair!r} is not valid YAML/JSON: {err}") from err
+        elif "=" in pair:
+            key, value = pair.split("=", 1)
+            loaded = {key: value}
+        else:
+            raise SystemExit(f"-e expects KEY=VALUE, a {{...}} mapping or @FILE, got {pair!r}")
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"-e {pair!r} is not a mapping")
+        extra.update(loaded)
     return extra
 
 

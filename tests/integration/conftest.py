@@ -1,6 +1,8 @@
 import os
+import shutil
 
 import pytest
+from helpers import ROOT
 
 from inferfleet.sandbox.fleet import LABEL, Sandbox
 
@@ -15,6 +17,8 @@ def sandbox(tmp_path_factory):
                   registry_port=int(os.environ.get("INFERFLEET_TEST_REGISTRY_PORT", "5055")))
     box.up(profile_names=ALL_PROFILES, inventory_dir=root / "inventory")
     box.inventory = root / "inventory" / "hosts.yml"
+    # the settings `make demo` runs with (tune: hugepages, reboot policy; docker: no vendor repositories)
+    shutil.copytree(ROOT / "inventories" / "sandbox" / "group_vars", root / "inventory" / "group_vars")
     yield box
     removed = box.down()
     leftovers = box.client.containers.list(all=True, filters={"label": f"{LABEL}={box.name}"})

@@ -22,10 +22,15 @@ def test_up_rejects_missing_inventory(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_extra_vars_need_key_value():
+def test_extra_vars_take_key_value_mappings_and_files(tmp_path):
     assert cli._extravars(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
-    with pytest.raises(SystemExit):
-        cli._extravars(["novalue"])
+    varfile = tmp_path / "vars.yml"
+    varfile.write_text("host_tuning_kernel_cmdline: {nosmt: null}\n")
+    assert cli._extravars(['{"c": [1, 2]}', f"@{varfile}"]) == {"c": [1, 2],
+                                                              "host_tuning_kernel_cmdline": {"nosmt": None}}
+    for bad in (["novalue"], ["[1, 2]"], ["{a: [1"]):
+        with pytest.raises(SystemExit):
+            cli._extravars(bad)
 
 
 def test_sandbox_rejects_unknown_profile(capsys):

@@ -1,0 +1,165 @@
+"""Stages tune and docker on the sandbox fleet: check mode, convergence, the user's own settings, idempotence,
+reboot policy, short hugepages, bad input and a daemon.json Docker refuses. Hardware values are SIMULATED."""
+
+import json
+import time
+
+import pytest
+from test_sandbox_preflight import EXPECTED, ssh
+
+from inferfleet import up
+
+pytestmark = pytest.mark.integration
+STAGES = ["tune", "docker"]
+USER_GRUB = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash mitigations=off cpufreq.default_governor=ondemand"'
+USER_DAEMON = {"registry-mirrors": ["https://mirror.example.org"], "log-driver": "local",
+               "runtimes": {"custom": {"path": "/usr/bin/runc"}}}
+SNAPSHOT = ("cat /etc/default/grub /proc/cmdline /proc/sys/vm/nr_hugepages /proc/sys/kernel/numa_balancing "
+            "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor /sys/devices/system/cpu/cpu*/cpuidle/state*/disable;"
+            " ls /etc/sysctl.d /etc/systemd/system /etc/docker; cat /etc/docker/daemon.json;"
+            " dpkg-query -W -f '${Status}' docker.io 2>&1; cat /proc/sys/kernel/random/boot_id")
+
+
+def boot_id(sandbox, host):
+    return ssh(sandbox, host, "cat /proc/sys/kernel/random/boot_id").stdout.strip()
+
+
+def seed_user_settings(sandbox, host):
+    script = (f"sed -i 's|^GRUB_CMDLINE_LINUX_DEFAULT=.*|{USER_GRUB}|' /etc/default/grub && mkdir -p /etc/docker && "
+              f"echo '{json.dumps(USER_DAEMON)}' > /etc/docker/daemon.json")
+    assert ssh(sandbox, host, script).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def seeded(sandbox):
+    for host in ("gaudi2-1", "h100-1"):
+        seed_user_settings(sandbox, host)
+    return sandbox
+
+
+def test_check_mode_on_fresh_hosts_reports_and_changes_nothing(seeded):
+    before = {host: ssh(seeded, host, SNAPSHOT).stdout for host in EXPECTED}
+    result = up(seeded.inventory, stages=STAGES, check=True, diff=True)
+    assert result.ok, result.failures
+    for host in EXPECTED:
+        assert result.hosts[host].changed > 0
+    changed_tasks = {r.task.split(" : ")[-1] for r in result.results if r.status == "changed"}
+    assert {"Set the CPU governor and disable the idle states", "Install the Docker packages",
+            "Merge our arguments into GRUB_CMDLINE_LINUX_DEFAULT"} <= changed_tasks
+    assert {host: ssh(seeded, host, SNAPSHOT).stdout for host in EXPECTED} == before
+
+
+def test_converge_keeps_the_users_settings_and_a_second_run_changes_nothing(seeded):
+    boots = {host: boot_id(seeded, host) for host in EXPECTED}
+    result = up(seeded.inventory, stages=STAGES)
+    assert result.ok, result.failures
+
+    for host in EXPECTED:
+        # host_tuning_reboot: if_needed in the sandbox settings: every host rebooted once for the command line
+        assert boot_id(seeded, host) != boots[host]
+        report = {row["setting"]: row for row in result.facts(host, "host_tuning_report")}
+        assert all(row["status"] == "ok" for row in report.values()), report
+        assert report["vm.nr_hugepages"]["now"] == "15000"
+        assert result.facts(host, "host_tuning_reboot_required") is False
+        state = ssh(seeded, host, "cat /proc/cmdline /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor "
+                                  "/sys/devices/system/cpu/cpu*/cpuidle/state[23]/disable; "
+                                  "cat /proc/sys/kernel/numa_balancing; systemctl is-active docker").stdout.split()
+        assert "cpufreq.default_governor=performance" in state
+        assert state.count("performance") == 8 and state.count("powersave") == 0
+        assert state[-2:] == ["0", "active"]
+        assert state.count("1") >= 16  # C1E and C6 disabled on 8 CPUs after the reboot (boot unit)
+
+    grub = ssh(seeded, "gaudi2-1", "grep ^GRUB_CMDLINE_LINUX_DEFAULT /etc/default/grub").stdout.strip()
+    assert grub == 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash mitigations=off cpufreq.default_governor=performance"'
+    daemon = json.loads(ssh(seeded, "gaudi2-1", "cat /etc/docker/daemon.json").stdout)
+    assert daemon["log-driver"] == "local"
+    assert daemon["runtimes"] == {"custom": {"path": "/usr/bin/runc"},
+                                  "habana": {"path": "/usr/bin/habana-container-runtime"}}
+    assert daemon["registry-mirrors"][1:] == ["https://mirror.example.org"]
+    assert daemon["registry-mirrors"][0].startswith("http://")
+    backups = ssh(seeded, "gaudi2-1", "ls /etc/docker/ /etc/default/").stdout
+    assert "daemon.json." in backups and "grub." in backups
+    runtimes = json.loads(ssh(seeded, "h100-1", "docker info --format '{{json .Runtimes}}'").stdout)
+    assert {"nvidia", "custom"} <= set(runtimes)
+
+    again = up(seeded.inventory, stages=STAGES)
+    assert again.ok, again.failures
+    assert {host: recap.changed for host, recap in again.hosts.items()} == dict.fromkeys(EXPECTED, 0)
+
+
+def test_reboot_policy_never_reports_and_if_needed_reboots(seeded):
+    host = "cpu-1"
+    extra = {"host_tuning_kernel_cmdline": {"nosmt": None}, "host_tuning_reboot": "never"}
+    boot = boot_id(seeded, host)
+    result = up(seeded.inventory, stages=["tune"], limit=host, extravars=extra)
+    assert result.ok, result.failures
+    assert result.facts(host, "host_tuning_reboot_required") is True
+    report = {row["setting"]: row for row in result.facts(host, "host_tuning_report")}
+    assert report["cmdline nosmt"]["status"] == "pending reboot"
+    assert boot_id(seeded, host) == boot
+
+    rebooted = up(seeded.inventory, stages=["tune"], limit=host, extravars={**extra, "host_tuning_reboot": "if_needed"})
+    assert rebooted.ok, rebooted.failures
+    assert boot_id(seeded, host) != boot
+    assert "nosmt" in ssh(seeded, host, "cat /proc/cmdline").stdout
+    assert rebooted.facts(host, "host_tuning_reboot_required") is False
+
+    cleanup = up(seeded.inventory, stages=["tune"], limit=host,
+                 extravars={"host_tuning_kernel_cmdline_remove": ["nosmt"], "host_tuning_reboot": "if_needed"})
+    assert cleanup.ok, cleanup.failures
+    assert "nosmt" not in ssh(seeded, host, "cat /proc/cmdline /etc/default/grub").stdout
+
+
+def test_a_kernel_short_of_memory_gets_a_warning_not_a_failure(seeded):
+    host = "ascend910b-1"
+    seeded.set_fault(host, "hugepages_limit", 16000)
+    try:
+        seeded.client.containers.get(f"{seeded.name}-ascend910b-1").restart()
+        deadline = time.monotonic() + 60
+        while ssh(seeded, host, "systemctl is-system-running --wait").returncode not in (0, 1):
+            assert time.monotonic() < deadline, "host did not come back"
+            time.sleep(1)
+        extra = {"host_tuning_hugepages": 18000}
+        result = up(seeded.inventory, stages=["tune"], limit=host, extravars=extra)
+        assert result.ok, result.failures
+        report = {row["setting"]: row for row in result.facts(host, "host_tuning_report")}
+        assert report["vm.nr_hugepages"]["status"] == "short" and report["vm.nr_hugepages"]["now"] == "16000"
+        assert any("WARNING" in r.msg and "16000" in r.msg for r in result.results if r.host == host)
+        again = up(seeded.inventory, stages=["tune"], limit=host, extravars=extra)
+        assert again.ok and again.hosts[host].changed == 0
+    finally:
+        seeded.set_fault(host, "clear")
+        up(seeded.inventory, stages=["tune"], limit=host)
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"host_tuning_hugepages": "-1"}, "host_tuning_hugepages"),
+    ({"host_tuning_hugepages": "lots"}, "host_tuning_hugepages"),
+    ({"host_tuning_governor": "turbo"}, "host_tuning_governor"),
+    ({"host_tuning_disable_idle_states": ["C1E", "C9x"]}, "host_tuning_disable_idle_states"),
+    ({"docker_engine_source": "snap"}, "docker_engine_source"),
+])
+def test_bad_input_fails_naming_the_variable_before_any_host_task(seeded, extra, field):
+    result = up(seeded.inventory, stages=STAGES, extravars=extra)
+    assert not result.ok
+    assert {f.host for f in result.failures} == set(EXPECTED)
+    assert all(field in f.msg for f in result.failures)
+    assert {r.task.split(" : ")[-1] for r in result.results} == {"Check inferfleet variables of each host"}
+
+
+def test_unknown_os_is_refused_in_preflight(seeded):
+    result = up(seeded.inventory, limit="cpu-1", extravars={"preflight_supported_os_families": ["RedHat"]})
+    assert not result.ok
+    assert any("Debian" in f.msg for f in result.failures)
+    assert not [r for r in result.results if r.status == "changed"]
+
+
+def test_daemon_json_docker_refuses_is_rolled_back(seeded):
+    host = "cpu-1"
+    before = ssh(seeded, host, "cat /etc/docker/daemon.json").stdout
+    result = up(seeded.inventory, stages=["docker"], limit=host,
+                extravars={"docker_engine_daemon_options": {"no-such-daemon-option": True}})
+    assert not result.ok
+    assert any("previous file was put back" in f.msg for f in result.failures), result.failures
+    assert ssh(seeded, host, "cat /etc/docker/daemon.json").stdout == before
+    assert ssh(seeded, host, "docker info --format '{{.ServerVersion}}'").returncode == 0
