@@ -36,6 +36,12 @@ options:
     type: list
     elements: str
     default: []
+  create:
+    description:
+      - Create the file when it does not exist. With C(false) a missing file is reported in C(exists) and left
+        alone (a host that boots without GRUB).
+    type: bool
+    default: true
   backup:
     description: Keep a timestamped copy of the file before changing it.
     type: bool
@@ -99,6 +105,10 @@ overridden_by:
   description: Files in /etc/default/grub.d that assign the same variable.
   returned: always
   type: list
+exists:
+  description: Whether the file existed before the run.
+  returned: always
+  type: bool
 backup_file:
   description: The backup made, when the file changed and backup is true.
   returned: changed and backup
@@ -255,6 +265,7 @@ def main():
             variable=dict(type="str", default="GRUB_CMDLINE_LINUX_DEFAULT"),
             arguments=dict(type="dict", default={}),
             remove=dict(type="list", elements="str", default=[]),
+            create=dict(type="bool", default=True),
             backup=dict(type="bool", default=True),
             proc_cmdline=dict(type="path", default="/proc/cmdline"),
         ),
@@ -271,11 +282,12 @@ def main():
     if clash:
         module.fail_json(msg="keys %s are both in arguments and remove" % ", ".join(clash))
 
+    exists = True
     try:
         with open(path, encoding="utf-8") as handle:
             before = handle.read()
     except FileNotFoundError:
-        before = ""
+        before, exists = "", False
     except OSError as err:
         module.fail_json(msg="cannot read %s: %s" % (path, err))
     try:
@@ -283,16 +295,20 @@ def main():
             running = handle.read().strip()
     except OSError:
         running = ""
+    reasons = reboot_reasons(running, params["arguments"], params["remove"])
+    if not exists and not params["create"]:
+        module.exit_json(changed=False, exists=False, cmdline="", running=running, added=[], replaced=[],
+                         removed=[], overridden_by=[], reboot_required=bool(reasons), reboot_reasons=reasons)
 
     after, old_value, new_value, added, replaced, removed = update_grub_defaults(
         before, variable, params["arguments"], params["remove"])
     changed = after != before
     result = dict(
-        changed=changed, cmdline=new_value, running=running, added=added, replaced=replaced, removed=removed,
+        changed=changed, exists=exists, cmdline=new_value, running=running, added=added, replaced=replaced,
+        removed=removed,
         overridden_by=overriding_files(path, variable),
         diff={"before": before, "after": after, "before_header": path, "after_header": path},
     )
-    reasons = reboot_reasons(running, params["arguments"], params["remove"])
     result.update(reboot_required=bool(reasons), reboot_reasons=reasons)
     if result["overridden_by"]:
         module.warn("%s also set %s and are read after %s, so they override it; move your arguments there or "

@@ -98,6 +98,68 @@ def _sandbox(args):
                    state_root=Path(args.state_dir) if args.state_dir else None)
 
 
+def _size(nbytes) -> str:
+    if nbytes is None:
+        return "?"
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def render_plan(plan) -> list[str]:
+    """The plan as text: a table per host, then errors and warnings."""
+    lines = []
+    columns = ("instance", "task", "devices", "port", "tp", "mem", "kv/token", "weights/card", "max conc", "image")
+    for name, host in sorted(plan.hosts.items()):
+        accel = host.accelerator
+        cards = f"{accel['count']} x {accel['model']} {accel['memory_gib']} GiB" if accel["count"] else "no cards"
+        tags = [t for t, on in (("discovered", accel.get("discovered")), ("SIMULATED", accel.get("simulated"))) if on]
+        lines.append(f"host {name} ({host.platform}, {cards}{', ' + ', '.join(tags) if tags else ''})")
+        if not host.instances:
+            lines.append("  no services")
+            continue
+        rows = [columns]
+        for inst in host.instances:
+            kv = inst["kv_cache"]
+            weights = kv["weights_bytes"] / inst["tensor_parallel_size"] if kv["weights_bytes"] else None
+            rows.append((inst["name"], inst["task"], ",".join(map(str, inst["devices"])) or "-", str(inst["port"]),
+                         str(inst["tensor_parallel_size"]),
+                         "-" if inst["memory_fraction"] is None else f"{inst['memory_fraction']:.2f}",
+                         _size(kv["bytes_per_token"]) if kv["bytes_per_token"] else "-", _size(weights),
+                         "-" if kv["max_concurrency"] is None else str(kv["max_concurrency"]), inst["image"]))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    for issue in plan.errors:
+        lines.append(f"ERROR   {issue}")
+    for issue in plan.warnings:
+        lines.append(f"warning {issue}")
+    lines.append(f"plan {'valid' if plan.ok else 'INVALID'}: {sum(len(h.instances) for h in plan.hosts.values())} "
+                 f"instance(s) on {len(plan.hosts)} host(s), {len(plan.errors)} error(s), "
+                 f"{len(plan.warnings)} warning(s)")
+    return lines
+
+
+def cmd_plan(args) -> int:
+    from . import planner
+    from .paths import project_dir
+
+    inventory = Path(args.inventory)
+    if not inventory.exists():
+        print(f"inferfleet: inventory {inventory} does not exist", file=sys.stderr)
+        return 2
+    facts_dir = Path(args.facts_dir) if args.facts_dir else project_dir() / ".cache" / "facts"
+    hosts = planner.hosts_from_inventory(inventory, facts_dir if facts_dir.is_dir() else None)
+    if args.limit:
+        hosts = [h for h in hosts if h.name in set(args.limit.split(","))]
+    plan = planner.plan_hosts(hosts)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print("\n".join(render_plan(plan)))
+    return 0 if plan.ok else 2
+
+
 def cmd_sandbox_up(args) -> int:
     from .sandbox.profiles import parse_profiles
 
@@ -168,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE")
     up.add_argument("--json", action="store_true", help="print one JSON document instead of progress")
     up.set_defaults(func=cmd_up)
+
+    plan = sub.add_parser("plan", help="compute the deployment offline and show it (exit 2 on errors)")
+    plan.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    plan.add_argument("--json", action="store_true", help="print one JSON document")
+    plan.add_argument("--limit", help="comma-separated host names")
+    plan.add_argument("--facts-dir", help="Ansible fact cache with discovered cards (default: .cache/facts)")
+    plan.set_defaults(func=cmd_plan)
 
     sandbox = sub.add_parser("sandbox", help="the local test fleet with SIMULATED accelerators")
     sandbox.add_argument("--name", default="inferfleet", help="sandbox name (several can coexist)")

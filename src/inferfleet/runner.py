@@ -159,6 +159,9 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
             inventory=str(inventory), tags=",".join(stages) if stages else None, limit=limit,
             extravars=extravars or {}, cmdline=" ".join(cmdline) or None,
             envvars={"ANSIBLE_CONFIG": str(project / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0", "PATH": env_path},
+            # runner would keep facts in its temporary artifacts; keep them where ansible.cfg does, so
+            # `inferfleet plan` reads the cards preflight discovered
+            fact_cache=str(project / ".cache" / "facts"), fact_cache_type="jsonfile",
             event_handler=handle, quiet=True, verbosity=verbosity,
             settings={"suppress_ansible_output": True, "suppress_output_file": True},
         )

@@ -2,12 +2,15 @@
 reboot policy, short hugepages, bad input and a daemon.json Docker refuses. Hardware values are SIMULATED."""
 
 import json
+import subprocess
 import time
 
 import pytest
+import yaml
 from test_sandbox_preflight import EXPECTED, ssh
 
 from inferfleet import up
+from inferfleet.sandbox.fleet import ssh_options
 
 pytestmark = pytest.mark.integration
 STAGES = ["tune", "docker"]
@@ -18,6 +21,11 @@ SNAPSHOT = ("cat /etc/default/grub /proc/cmdline /proc/sys/vm/nr_hugepages /proc
             "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor /sys/devices/system/cpu/cpu*/cpuidle/state*/disable;"
             " ls /etc/sysctl.d /etc/systemd/system /etc/docker; cat /etc/docker/daemon.json;"
             " dpkg-query -W -f '${Status}' docker.io 2>&1; cat /proc/sys/kernel/random/boot_id")
+
+
+def ssh_at(sandbox, address, command):
+    return subprocess.run(["ssh", *ssh_options(sandbox.key_path), f"root@{address}", command],
+                          capture_output=True, text=True, timeout=60)
 
 
 def boot_id(sandbox, host):
@@ -54,9 +62,13 @@ def test_converge_keeps_the_users_settings_and_a_second_run_changes_nothing(seed
     result = up(seeded.inventory, stages=STAGES)
     assert result.ok, result.failures
 
+    inventory = yaml.safe_load(seeded.inventory.read_text())["all"]["children"]
+    addresses = {h: v["ansible_host"] for group in inventory.values() for h, v in group["hosts"].items()}
     for host in EXPECTED:
         # host_tuning_reboot: if_needed in the sandbox settings: every host rebooted once for the command line
         assert boot_id(seeded, host) != boots[host]
+        # and came back at its inventory address (Ansible verified the right machine)
+        assert ssh_at(seeded, addresses[host], "hostname").stdout.strip() == host
         report = {row["setting"]: row for row in result.facts(host, "host_tuning_report")}
         assert all(row["status"] == "ok" for row in report.values()), report
         assert report["vm.nr_hugepages"]["now"] == "15000"

@@ -116,6 +116,12 @@ def test_remove_and_missing_file(tmp_path, grub_files):
     fresh = tmp_path / "absent"
     created = run_module(MODULE, {"path": str(fresh), "arguments": {"nosmt": None}, "proc_cmdline": str(cmdline)})
     assert created["changed"] is True and fresh.read_text() == 'GRUB_CMDLINE_LINUX_DEFAULT="nosmt"\n'
+    assert created["exists"] is False
+    absent = tmp_path / "no-grub"
+    skipped = run_module(MODULE, {"path": str(absent), "arguments": {"nosmt": None}, "create": False,
+                                  "proc_cmdline": str(cmdline)})
+    assert skipped["changed"] is False and skipped["exists"] is False and not absent.exists()
+    assert skipped["reboot_reasons"] == ["nosmt is not on the running kernel's command line"]
 
 
 def test_a_grub_d_override_is_reported(grub_files):

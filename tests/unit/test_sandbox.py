@@ -87,3 +87,20 @@ def test_emulator_commands_follow_profile_and_faults(tmp_path):
     assert missing.returncode == 1
     version = run_tool("npu-smi", ["--version"], tmp_path)
     assert "SIMULATED" in version.stdout
+
+
+def test_sandbox_subnet_avoids_used_networks_and_addresses_stay_put():
+    import ipaddress
+
+    from inferfleet.sandbox.fleet import assign_addresses, free_subnet
+
+    used = [ipaddress.ip_network("10.213.0.0/24"), ipaddress.ip_network("10.213.1.128/25")]
+    subnet = free_subnet(used)
+    assert subnet == ipaddress.ip_network("10.213.2.0/24")
+    first = assign_addresses(["gaudi2-1", "cpu-1"], subnet, {})
+    assert first == {"gaudi2-1": "10.213.2.10", "cpu-1": "10.213.2.11"}
+    # a host added later takes a free address; the others keep theirs
+    second = assign_addresses(["h100-1", "cpu-1"], subnet, first)
+    assert second == {"cpu-1": "10.213.2.11", "h100-1": "10.213.2.10"}
+    # addresses from another subnet are not reused
+    assert assign_addresses(["cpu-1"], subnet, {"cpu-1": "172.18.0.5"}) == {"cpu-1": "10.213.2.10"}

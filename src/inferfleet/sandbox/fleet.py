@@ -7,6 +7,7 @@ recorded in <state>/<name>/state.json (registry process, files), so that `down` 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import socket
@@ -21,6 +22,7 @@ from . import image, profiles, registry
 from .hostenv import ensure_dockerd, ensure_host_packages
 
 LABEL = "inferfleet.sandbox"
+STATIC_LABEL = "inferfleet.static-addresses"
 SIM_MOUNT = "/usr/local/lib/inferfleet-sim"
 DEFAULT_NAME = "inferfleet"
 DEFAULT_PROFILES = ("gaudi2", "ascend910b", "h100", "cpu")
@@ -126,6 +128,7 @@ class Sandbox:
         self._ensure_key()
         network = self._ensure_network()
         gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+        subnet = ipaddress.ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
         state = self._read_state()
         reg = registry.ensure(self.state / "registry", self.registry_port, state.get("registry_pid"), self.log)
         state.update(registry_pid=reg.pid, registry_port=self.registry_port, image=tag,
@@ -136,8 +139,11 @@ class Sandbox:
             if container.name not in wanted:
                 self.log(f"removing {container.name} (not in the requested fleet)")
                 self._remove_container(container)
+        addresses = assign_addresses([s.name for s in specs], subnet, state.get("addresses", {}))
+        state["addresses"] = addresses
+        self._write_state(state)
         for spec in specs:
-            self._ensure_host(spec, tag)
+            self._ensure_host(spec, tag, addresses[spec.name])
         statuses = self.status()
         self._wait_ready(statuses)
         inventory_dir = inventory_dir or self.default_inventory_dir()
@@ -160,10 +166,29 @@ class Sandbox:
                             "-f", str(self.key_path)], check=True)
 
     def _ensure_network(self):
+        """The sandbox's bridge network, with a subnet of our choosing: hosts get fixed addresses, so a host
+        keeps its inventory address across the reboots the tune stage does (Docker re-deals automatic ones)."""
         found = self.client.networks.list(names=[self.network_name])
         if found:
-            return self.client.networks.get(found[0].id)
-        return self.client.networks.create(self.network_name, driver="bridge", labels=self._labels())
+            network = self.client.networks.get(found[0].id)
+            if network.attrs.get("Labels", {}).get(STATIC_LABEL) == "1":
+                return network
+            self.log(f"recreating network {self.network_name} with fixed addresses")
+            for container in self._containers():
+                self._remove_container(container)
+            network.remove()
+        used = []
+        for other in self.client.networks.list():
+            for config in (self.client.networks.get(other.id).attrs.get("IPAM") or {}).get("Config") or []:
+                if config.get("Subnet"):
+                    used.append(ipaddress.ip_network(config["Subnet"], strict=False))
+        import docker
+
+        subnet = free_subnet(used + local_routes())
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=str(subnet),
+                                                                           gateway=str(subnet[1]))])
+        return self.client.networks.create(self.network_name, driver="bridge", ipam=ipam,
+                                           labels=self._labels(**{STATIC_LABEL: "1"}))
 
     def _containers(self, all_states: bool = True):
         return self.client.containers.list(all=all_states, filters={"label": f"{LABEL}={self.name}"})
@@ -171,7 +196,7 @@ class Sandbox:
     def _host_dir(self, spec: HostSpec) -> Path:
         return self.state / "hosts" / spec.name
 
-    def _ensure_host(self, spec: HostSpec, tag: str) -> None:
+    def _ensure_host(self, spec: HostSpec, tag: str, address: str) -> None:
         profile = profiles.get_profile(spec.profile)
         sim_dir = self._host_dir(spec) / "sim"
         sim_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +208,8 @@ class Sandbox:
         if existing:
             container = existing[0]
             same = (container.labels.get("inferfleet.image") == tag
-                    and container.labels.get("inferfleet.profile") == spec.profile)
+                    and container.labels.get("inferfleet.profile") == spec.profile
+                    and self._address(container) in (address, None))
             if same:
                 if container.status != "running":
                     self.log(f"starting {spec.container}")
@@ -197,6 +223,7 @@ class Sandbox:
         self.log(f"creating host {spec.name} ({spec.profile}, SIMULATED accelerators)")
         self.client.containers.run(
             tag, detach=True, name=spec.container, hostname=spec.name, network=self.network_name,
+            networking_config={self.network_name: self.client.api.create_endpoint_config(ipv4_address=address)},
             labels=self._labels(**{"inferfleet.host": spec.name, "inferfleet.profile": spec.profile,
                                    "inferfleet.image": tag}),
             volumes={
@@ -323,6 +350,42 @@ class Sandbox:
         faults_path.write_text(json.dumps(faults, indent=2, sort_keys=True) + "\n")
         container.exec_run([f"{SIM_MOUNT}/inferfleet-sim", "apply-faults"])
         return faults
+
+
+def local_routes() -> list[ipaddress.IPv4Network]:
+    """Networks this machine already routes (a sandbox subnet must not shadow them)."""
+    proc = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True)
+    routes = []
+    for line in proc.stdout.splitlines():
+        target = line.split()[0] if line.strip() else ""
+        if target and target != "default":
+            try:
+                routes.append(ipaddress.ip_network(target, strict=False))
+            except ValueError:
+                continue
+    return routes
+
+
+def free_subnet(used: list, pool: str = "10.213.0.0/16") -> ipaddress.IPv4Network:
+    """The first /24 of `pool` that overlaps none of `used`."""
+    for candidate in ipaddress.ip_network(pool).subnets(new_prefix=24):
+        if not any(candidate.overlaps(net) for net in used):
+            return candidate
+    raise RuntimeError(f"no free /24 left in {pool} for a sandbox network")
+
+
+def assign_addresses(names: list[str], subnet: ipaddress.IPv4Network, known: dict[str, str]) -> dict[str, str]:
+    """A fixed address per host: the one it had (if still in the subnet), else the lowest free one from .10."""
+    addresses = {name: known[name] for name in names
+                 if name in known and ipaddress.ip_address(known[name]) in subnet}
+    taken = set(addresses.values())
+    hosts = (str(ip) for ip in list(subnet.hosts())[9:])
+    for name in names:
+        if name not in addresses:
+            address = next(ip for ip in hosts if ip not in taken)
+            addresses[name] = address
+            taken.add(address)
+    return addresses
 
 
 def ssh_options(key_path: Path) -> list[str]:

@@ -1,0 +1,212 @@
+"""The planner: arithmetic generalised from the seeds, one bad spec per rule (each names host, service and
+field), the seed deployments of inventories/prod, and the docker run argv per platform."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+from inferfleet.planner import (
+    HostInput,
+    hosts_from_inventory,
+    hpu_buckets,
+    kv_bytes_per_token,
+    plan_hosts,
+)
+
+PROD = ROOT / "inventories" / "prod"
+CONFIGS = PROD / "model_configs"
+QWEN72 = json.loads((CONFIGS / "Qwen2-72B-Instruct.json").read_text())
+QWEN7 = json.loads((CONFIGS / "Qwen2.5-7B-Instruct.json").read_text())
+# seed 001's example model: vicuna-13b-v1.5-16k (40 layers, 40 heads, hidden 5120, no GQA)
+VICUNA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 5120, "num_attention_heads": 40,
+          "num_hidden_layers": 40, "max_position_embeddings": 16384, "torch_dtype": "float16",
+          "vocab_size": 32000, "intermediate_size": 13824}
+GAUDI = {"inferfleet_platform": "gaudi", "inferfleet_accelerator": {"model": "HL-225", "count": 8, "memory_gib": 96},
+         "inferfleet_images": {"gaudi": "reg/vllm-gaudi:1"}}
+
+
+def plan_one(services, base=GAUDI, discovered=None, **extra):
+    return plan_hosts([HostInput("h1", {**base, **extra, "inferfleet_services": services}, (), discovered, ROOT)])
+
+
+def llm(**spec):
+    """A Qwen2-72B service on 4 cards; a key given as None is left out."""
+    base = {"name": "llm", "model": "/m/qwen", "model_config": QWEN72, "port": 8000, "devices": [0, 1, 2, 3],
+            "tensor_parallel_size": 4, "max_model_len": 8192, **spec}
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_seed_001_formula_is_the_no_gqa_case():
+    # seed 001: 40 * (2 * (40 / 1) * (5120 / 40)) * 16 / 8 / 1024 / 1024 = 0.78125 MiB per token
+    assert kv_bytes_per_token(VICUNA, tp=1) == int(0.78125 * 1024 * 1024)
+
+
+def test_gqa_tp_and_fp8_shrink_the_kv_cache():
+    full = kv_bytes_per_token(QWEN72, tp=1)
+    assert full == 2 * 80 * 8 * 128 * 2
+    assert kv_bytes_per_token(QWEN72, tp=4) == full // 4
+    assert kv_bytes_per_token(QWEN72, tp=4, kv_cache_dtype="fp8") == full // 8
+    # TP beyond the KV heads replicates them: one head per device at least
+    assert kv_bytes_per_token(QWEN72, tp=16) == 2 * 80 * 1 * 128 * 2
+
+
+def test_max_concurrency_follows_the_formula():
+    inst = plan_one([llm()]).hosts["h1"].instances[0]
+    kv = inst["kv_cache"]
+    weights_per_card = kv["weights_bytes"] / 4
+    expected = int((96 * 1024**3 * 0.9 - weights_per_card) // (kv["bytes_per_token"] * 8192))
+    assert kv["max_concurrency"] == expected
+    assert 60 < expected < 100
+    assert 140e9 < kv["weights_bytes"] < 150e9  # Qwen2-72B in BF16: about 145 GB
+
+
+def issues(plan):
+    return [(e.host, e.service, e.field) for e in plan.errors]
+
+
+@pytest.mark.parametrize(("services", "expected"), [
+    ([llm(tensor_parallel_size=3, devices=[0, 1, 2])], ("h1", "llm", "tensor_parallel_size")),  # 64 % 3
+    ([llm(tensor_parallel_size=16, devices=list(range(8)))], ("h1", "llm", "tensor_parallel_size")),  # > kv heads
+    ([llm(devices=[0, 1, 2], tensor_parallel_size=2)], ("h1", "llm", "tensor_parallel_size")),  # 3 % 2
+    ([llm(max_model_len=65536)], ("h1", "llm", "max_model_len")),
+    ([llm(devices=[0], tensor_parallel_size=1)], ("h1", "llm", "gpu_memory_utilization")),  # 135 GiB on one card
+    ([llm(devices=[6, 7, 8, 9])], ("h1", "llm", "devices")),  # cards 8, 9 do not exist
+    ([llm(), llm(name="llm2", port=8100)], ("h1", "llm", "devices")),  # same cards, no share_devices
+    ([llm(), {"name": "e", "model": "/m/e", "task": "embed", "devices": [0], "port": 8000}], ("h1", "e", "port")),
+    ([llm(), llm(port=8100, devices=[4, 5, 6, 7])], ("h1", "llm", "name")),
+    ([llm(tensr_parallel_size=4)], ("h1", "llm", "tensr_parallel_size")),
+    ([llm(model_config=None, models=["/a", "/b"])], ("h1", "llm", "model")),
+    ([{"name": "e", "models": ["/a", "/b"], "task": "generate", "port": 1, "devices": [0]}], ("h1", "e", "models")),
+    ([llm(env_preset="turbo")], ("h1", "llm", "env_preset")),
+    ([llm(task="classify")], ("h1", "llm", "task")),
+    ([llm(max_model_len=32768, gpu_memory_utilization=0.36)], ("h1", "llm", "max_model_len")),
+    ([llm(share_devices=True, gpu_memory_utilization=0.6),
+      llm(name="b", port=9000, share_devices=True, gpu_memory_utilization=0.6)], ("h1", "b", "gpu_memory_utilization")),
+    ([llm(image=None)], ("h1", "llm", "image")),
+    ([llm(port=None)], ("h1", "llm", "port")),
+    ([llm(device_count=12, devices=None)], ("h1", "llm", "device_count")),
+    ([llm(model_config="model_configs/none.json")], ("h1", "llm", "model_config")),
+])
+def test_each_rule_names_host_service_and_field(services, expected):
+    plan = plan_one(services, inferfleet_images={} if "image" in str(expected) else GAUDI["inferfleet_images"])
+    assert expected in issues(plan), plan.errors
+    assert not plan.ok
+
+
+def test_a_held_card_is_refused_with_its_holder():
+    discovered = {"count": 8, "memory_total_mib": 98304, "devices": [
+        {"index": i, "module_id": (2, 6, 3, 7, 0, 4, 5, 1)[i], "held": i == 2,
+         "processes": [{"pid": 4242, "container": "abc123"}] if i == 2 else []} for i in range(8)]}
+    plan = plan_one([llm()], discovered=discovered)
+    assert issues(plan) == [("h1", "llm", "devices")]
+    assert "card 2 is held by pid 4242 (container abc123)" in plan.errors[0].message
+    # device_count picks free cards around the held one, and module ids come from discovery
+    ok = plan_one([llm(devices=None, device_count=4)], discovered=discovered)
+    inst = ok.hosts["h1"].instances[0]
+    assert inst["devices"] == [0, 1, 3, 4]
+    assert inst["env"]["HABANA_VISIBLE_MODULES"] == "2,6,7,0"
+
+
+def test_explicit_cards_are_reserved_before_device_count_picks():
+    plan = plan_one([{"name": "e", "model": "/m/e", "task": "embed", "port": 8100},
+                     llm(devices=[0, 1, 2, 3])])
+    assert plan.ok, plan.errors
+    assert plan.hosts["h1"].instances[0]["devices"] == [4]
+
+
+def test_shared_card_splits_memory_as_seed_000():
+    pair = [{"name": n, "model": f"/m/{n}", "task": t, "devices": [4], "share_devices": True, "port": p}
+            for n, t, p in (("emb", "embed", 8771), ("rr", "rerank", 8772))]
+    plan = plan_one(pair)
+    assert plan.ok, plan.errors
+    assert [i["memory_fraction"] for i in plan.hosts["h1"].instances] == [0.3, 0.3]  # 7 // 2 / 10
+    three = plan_one([{"name": "p", "models": ["/a", "/b", "/c"], "task": "embed", "devices": [4], "port": 9000}])
+    assert [i["memory_fraction"] for i in three.hosts["h1"].instances] == [0.2] * 3
+    assert [i["port"] for i in three.hosts["h1"].instances] == [9000, 9001, 9002]
+
+
+def test_replicas_per_device_group_as_seed_001():
+    spec = {"name": "bge", "model": "/m/bge", "task": "rerank", "devices": [2, 3], "replicas": 2, "port": 8001}
+    nvidia = {"inferfleet_platform": "nvidia", "inferfleet_images": {"nvidia": "vllm/vllm-openai:v0.11.0"},
+              "inferfleet_accelerator": {"model": "H100", "count": 8, "memory_gib": 80}}
+    instances = plan_one([spec], base=nvidia).hosts["h1"].instances
+    assert [(i["devices"], i["port"]) for i in instances] == [([2], 8001), ([2], 8002), ([3], 8003), ([3], 8004)]
+    assert instances[0]["env"]["NVIDIA_VISIBLE_DEVICES"] == "2"
+    assert "--runtime=nvidia" in instances[0]["docker_run"]
+
+
+def test_env_priority_preset_then_file_then_env(tmp_path):
+    env_file = tmp_path / "env.json"
+    env_file.write_text(json.dumps({"VLLM_SKIP_WARMUP": "true", "EXTRA": "file"}))
+    inst = plan_one([llm(env_preset="performance", env_file=str(env_file), env={"EXTRA": "cli"})]).hosts["h1"]
+    env = inst.instances[0]["env"]
+    assert env["VLLM_SKIP_WARMUP"] == "true" and env["EXTRA"] == "cli" and env["PT_HPU_LAZY_MODE"] == "1"
+    assert env["VLLM_PROMPT_SEQ_BUCKET_MAX"] == "8192"
+    gaudi_plugin = plan_one([llm(env_preset="performance")], inferfleet_gaudi_stack="vllm-gaudi")
+    env = gaudi_plugin.hosts["h1"].instances[0]["env"]
+    assert env["PT_HPU_LAZY_MODE"] == "0" and "VLLM_PROMPT_QUERY_BUCKET_MAX" in env
+    assert not any("PROMPT_SEQ" in k for k in env)
+
+
+def test_buckets_cover_the_limits():
+    env = hpu_buckets("vllm-fork", max_model_len=4096, max_num_seqs=2, max_num_batched_tokens=4096)
+    assert env["VLLM_PROMPT_SEQ_BUCKET_MAX"] == "4096" and env["VLLM_DECODE_BS_BUCKET_MAX"] == "2"
+    assert int(env["VLLM_DECODE_BLOCK_BUCKET_MAX"]) * 128 >= 2 * 4096
+
+
+def test_warmup_cache_key_follows_what_invalidates_it():
+    def cache(**spec):
+        return plan_one([llm(warmup_cache=True, **spec)]).hosts["h1"].instances[0]["warmup_cache_dir"]
+    assert cache() == cache()
+    assert len({cache(), cache(max_model_len=4096), cache(image="reg/other:2"), cache(dtype="float16")}) == 4
+    env = plan_one([llm(warmup_cache=True)]).hosts["h1"].instances[0]["env"]
+    assert env["PT_HPU_RECIPE_CACHE_CONFIG"].count(",") == 2  # exactly 3 fields (hardware note)
+
+
+def test_gaudi_and_ascend_container_flags():
+    gaudi = plan_one([llm()]).hosts["h1"].instances[0]["docker_run"]
+    for flag in ("--runtime=habana", "--cap-add=sys_nice", "--net=host", "--ipc=host"):
+        assert flag in gaudi
+    ascend = {"inferfleet_platform": "ascend", "inferfleet_images": {"ascend": "quay.io/ascend/vllm-ascend:v0.11.0"},
+              "inferfleet_accelerator": {"model": "910B3", "count": 8, "memory_gib": 64}}
+    spec = {"name": "q", "model": "/w/q", "model_config": QWEN7, "devices": [1], "port": 8080, "max_model_len": 8192}
+    inst = plan_one([spec], base=ascend).hosts["h1"].instances[0]
+    argv = inst["docker_run"]
+    assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "1"
+    for part in ("/dev/davinci1:/dev/davinci1", "/dev/davinci_manager:/dev/davinci_manager",
+                 "/usr/local/Ascend/driver/lib64/:/usr/local/Ascend/driver/lib64/:ro"):
+        assert part in argv
+    assert argv[argv.index("--entrypoint") + 1:][:3] == ["vllm", "quay.io/ascend/vllm-ascend:v0.11.0", "serve"]
+
+
+def test_prod_inventory_plans_the_seed_deployments():
+    plan = plan_hosts(hosts_from_inventory(PROD / "hosts.yml"))
+    assert plan.ok, [str(e) for e in plan.errors]
+    gaudi = {i["name"]: i for i in plan.hosts["gaudi2-node01"].instances}
+    assert gaudi["qwen2-72b"]["devices"] == [0, 1, 2, 3] and gaudi["qwen2-72b"]["tensor_parallel_size"] == 4
+    assert gaudi["gte-embed"]["devices"] == gaudi["gte-rerank"]["devices"] == [4]
+    assert gaudi["gte-embed"]["env"]["PT_HPU_LAZY_MODE"] == "0"
+    ascend = plan.hosts["ascend-node01"].instances
+    assert [(i["name"], i["devices"], i["port"]) for i in ascend] == [("qwen25-7b", [0], 8080)]
+    assert len(plan.hosts["h100-node01"].instances) == 4
+
+
+def test_plan_cli_json_and_exit_codes(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "inferfleet.cli", "plan", "-i", str(PROD / "hosts.yml"), "--json",
+                          "--facts-dir", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout)
+    assert set(document) == {"hosts", "errors", "warnings"}
+    inst = document["hosts"]["gaudi2-node01"]["instances"][0]
+    assert {"service", "name", "image", "devices", "port", "tensor_parallel_size", "memory_fraction", "env",
+            "docker_run", "health_url", "kv_cache"} <= set(inst)
+    assert set(inst["kv_cache"]) >= {"bytes_per_token", "weights_bytes", "max_concurrency"}
+    bad = tmp_path / "bad.yml"
+    bad.write_text("all:\n  hosts:\n    h1:\n      inferfleet_platform: cpu\n      inferfleet_images: {cpu: img}\n"
+                   "      inferfleet_services: [{name: x, model: /m, task: embed, port: 80, devices: [0]}]\n")
+    out = subprocess.run([sys.executable, "-m", "inferfleet.cli", "plan", "-i", str(bad)], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "service x: devices" in out.stdout
