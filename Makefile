@@ -45,6 +45,9 @@ integration: deps venv
 bench: deps venv  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/sandbox_up.py
 	$(BIN)/python benchmarks/task_overhead.py
+	$(BIN)/python benchmarks/tune_docker.py
+	$(BIN)/python benchmarks/plan_scale.py
+	$(BIN)/python benchmarks/registry_mirror.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

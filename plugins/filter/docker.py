@@ -32,8 +32,14 @@ def inferfleet_check_docker_info(info, wanted):
     return dockercfg.check_docker_info(info, wanted)
 
 
+def inferfleet_image_sources(images, mirror=""):
+    _require()
+    return dockercfg.image_sources(list(images), mirror or "")
+
+
 class FilterModule:
     def filters(self):
         return {"inferfleet_daemon_settings": inferfleet_daemon_settings,
                 "inferfleet_merge_daemon_json": inferfleet_merge_daemon_json,
-                "inferfleet_check_docker_info": inferfleet_check_docker_info}
+                "inferfleet_check_docker_info": inferfleet_check_docker_info,
+                "inferfleet_image_sources": inferfleet_image_sources}

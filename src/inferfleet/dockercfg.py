@@ -89,3 +89,29 @@ def check_docker_info(info: dict, wanted: dict) -> list[str]:
     if root and info.get("DockerRootDir") != root:
         problems.append(f"data root is {info.get('DockerRootDir')}, wanted {root}")
     return problems
+
+
+def image_registry(image: str) -> str:
+    """The registry host of an image reference (docker.io when the first component is not a host)."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def mirror_ref(image: str, mirror: str) -> str:
+    """The name of `image` in a LAN mirror registry: <mirror>/<upstream registry>/<path>, so images of every
+    upstream (docker.io, quay.io, vault.habana.ai, ...) live side by side in one registry."""
+    registry = image_registry(image)
+    path = image.partition("/")[2] if registry != "docker.io" or image.startswith("docker.io/") else image
+    if registry == "docker.io" and "/" not in path.split(":")[0].split("@")[0]:
+        path = f"library/{path}"
+    # a repository path component may not hold ':' or capitals: "reg.local:5000" becomes "reg.local-5000"
+    return f"{mirror.split('://', 1)[-1].rstrip('/')}/{registry.lower().replace(':', '-')}/{path}"
+
+
+def image_sources(images: list[str], mirror: str = "") -> list[dict]:
+    """Where each host pulls each image from: {image, source, mirrored}. With a LAN mirror one host copies the
+    image from upstream into it and every host pulls it from there, then names it as the plan does."""
+    return [{"image": image, "source": mirror_ref(image, mirror) if mirror else image, "mirrored": bool(mirror)}
+            for image in images]

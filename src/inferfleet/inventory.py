@@ -95,6 +95,10 @@ def validate_host(host: str, host_vars: dict, groups: list[str] | tuple[str, ...
     if mirror not in (None, "") and (not isinstance(mirror, str) or not URL.match(mirror)):
         add("inferfleet_registry_mirror", f"{mirror!r} is not an http(s) URL",
             "write it as http://HOST:PORT or https://HOST")
+    hub = host_vars.get("inferfleet_docker_hub_mirror")
+    if hub not in (None, "") and (not isinstance(hub, str) or not URL.match(hub)):
+        add("inferfleet_docker_hub_mirror", f"{hub!r} is not an http(s) URL",
+            "write it as http://HOST:PORT or https://HOST")
     insecure = host_vars.get("inferfleet_insecure_registries")
     if insecure is not None:
         if not isinstance(insecure, list):

@@ -58,3 +58,20 @@ def test_docker_info_check_on_a_recorded_engine():
     assert len(problems) == 5
     assert any("runtime nvidia is not registered" in p and "habana" in p for p in problems)
     assert any("default runtime is runc" in p for p in problems)
+
+
+def test_images_go_through_the_lan_mirror_under_their_upstream_name():
+    from inferfleet.dockercfg import image_registry, image_sources, mirror_ref
+
+    assert image_registry("vllm/vllm-openai:v0.11.0") == "docker.io"
+    assert image_registry("quay.io/ascend/vllm-ascend:v0.11.0") == "quay.io"
+    assert image_registry("10.0.0.1:5000/x/y:1") == "10.0.0.1:5000"
+    assert mirror_ref("quay.io/ascend/vllm-ascend:v0.11.0", "http://lan:5001/") == \
+        "lan:5001/quay.io/ascend/vllm-ascend:v0.11.0"
+    assert mirror_ref("vllm/vllm-openai:v0.11.0", "http://lan:5001") == "lan:5001/docker.io/vllm/vllm-openai:v0.11.0"
+    assert mirror_ref("debian:bookworm", "http://lan:5001") == "lan:5001/docker.io/library/debian:bookworm"
+    assert mirror_ref("docker.io/library/debian:12", "lan:5001") == "lan:5001/docker.io/library/debian:12"
+    assert mirror_ref("Reg.Local:5000/x/y:1", "lan:5001") == "lan:5001/reg.local-5000/x/y:1"
+    assert image_sources(["quay.io/a/b:1"]) == [{"image": "quay.io/a/b:1", "source": "quay.io/a/b:1",
+                                                 "mirrored": False}]
+    assert image_sources(["quay.io/a/b:1"], "http://lan:5001")[0]["source"] == "lan:5001/quay.io/a/b:1"

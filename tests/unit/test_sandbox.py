@@ -44,12 +44,13 @@ def test_profiles_carry_the_cards_the_issue_asks_for():
 def test_inventory_groups_hosts_by_platform(tmp_path):
     hosts = [HostStatus("gaudi2-1", "gaudi2", "x-gaudi2-1", "running", "172.18.0.2"),
              HostStatus("cpu-1", "cpu", "x-cpu-1", "running", "172.18.0.3")]
-    path = write_inventory(tmp_path, hosts, tmp_path / "key", "172.18.0.1:5000", "x")
+    path = write_inventory(tmp_path, hosts, tmp_path / "key", "172.18.0.1:5000", "x", "172.18.0.1:5001")
     text = path.read_text()
     assert "SIMULATED" in text.splitlines()[1]
     data = yaml.safe_load(text)["all"]
-    assert data["vars"]["inferfleet_registry_mirror"] == "http://172.18.0.1:5000"
-    assert data["vars"]["inferfleet_insecure_registries"] == ["172.18.0.1:5000"]
+    assert data["vars"]["inferfleet_registry_mirror"] == "http://172.18.0.1:5001"
+    assert data["vars"]["inferfleet_docker_hub_mirror"] == "http://172.18.0.1:5000"
+    assert data["vars"]["inferfleet_insecure_registries"] == ["172.18.0.1:5000", "172.18.0.1:5001"]
     gaudi = data["children"]["gaudi"]["hosts"]["gaudi2-1"]
     assert gaudi["inferfleet_accelerator"] == {"model": "HL-225", "count": 8, "memory_gib": 96}
     assert "inferfleet_accelerator" not in data["children"]["cpu"]["hosts"]["cpu-1"]

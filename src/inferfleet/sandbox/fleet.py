@@ -81,6 +81,10 @@ class Sandbox:
         return self.state / "id_ed25519"
 
     @property
+    def mirror_port(self) -> int:
+        return self.registry_port + 1
+
+    @property
     def network_name(self) -> str:
         return f"{self.name}-sandbox"
 
@@ -131,7 +135,9 @@ class Sandbox:
         subnet = ipaddress.ip_network(network.attrs["IPAM"]["Config"][0]["Subnet"])
         state = self._read_state()
         reg = registry.ensure(self.state / "registry", self.registry_port, state.get("registry_pid"), self.log)
-        state.update(registry_pid=reg.pid, registry_port=self.registry_port, image=tag,
+        # a second registry as the fleet's LAN mirror (the images stage fills it from "upstream" once)
+        mirror = registry.ensure(self.state / "mirror", self.mirror_port, state.get("mirror_pid"), self.log)
+        state.update(registry_pid=reg.pid, mirror_pid=mirror.pid, registry_port=self.registry_port, image=tag,
                      hosts=[s.__dict__ for s in specs])
         self._write_state(state)
         wanted = {s.container for s in specs}
@@ -147,7 +153,8 @@ class Sandbox:
         statuses = self.status()
         self._wait_ready(statuses)
         inventory_dir = inventory_dir or self.default_inventory_dir()
-        write_inventory(inventory_dir, statuses, self.key_path, f"{gateway}:{self.registry_port}", self.name)
+        write_inventory(inventory_dir, statuses, self.key_path, f"{gateway}:{self.registry_port}", self.name,
+                        mirror_address=f"{gateway}:{self.mirror_port}")
         state["inventory"] = str(inventory_dir / "hosts.yml")
         self._write_state(state)
         self.log(f"sandbox '{self.name}' up: {len(statuses)} host(s) in {time.monotonic() - started:.1f}s; "
@@ -307,6 +314,8 @@ class Sandbox:
                 raise
         if registry.stop(state.get("registry_pid")):
             removed.append(f"registry process {state['registry_pid']}")
+        if registry.stop(state.get("mirror_pid")):
+            removed.append(f"mirror process {state['mirror_pid']}")
         inventory = state.get("inventory")
         if inventory and Path(inventory).exists():
             Path(inventory).unlink()
@@ -394,7 +403,7 @@ def ssh_options(key_path: Path) -> list[str]:
 
 
 def write_inventory(directory: Path, hosts: list[HostStatus], key_path: Path, registry_address: str,
-                    sandbox_name: str) -> Path:
+                    sandbox_name: str, mirror_address: str | None = None) -> Path:
     groups: dict[str, dict] = {}
     for host in hosts:
         profile = profiles.get_profile(host.profile)
@@ -417,8 +426,10 @@ def write_inventory(directory: Path, hosts: list[HostStatus], key_path: Path, re
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "inferfleet_sandbox": sandbox_name,
                 "inferfleet_simulated": True,
-                "inferfleet_registry_mirror": f"http://{registry_address}",
-                "inferfleet_insecure_registries": [registry_address],
+                "inferfleet_registry": registry_address,
+                "inferfleet_docker_hub_mirror": f"http://{registry_address}",
+                **({"inferfleet_registry_mirror": f"http://{mirror_address}"} if mirror_address else {}),
+                "inferfleet_insecure_registries": [registry_address] + ([mirror_address] if mirror_address else []),
             },
             "children": groups,
         }

@@ -11,10 +11,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# info level: the access log ("response completed ... http.response.written=N") is how benchmarks count bytes
 CONFIG = """\
 version: 0.1
 log:
-  level: warn
+  level: info
 storage:
   filesystem:
     rootdirectory: {root}
@@ -70,6 +71,22 @@ def ensure(directory: Path, port: int, known_pid: int | None, log=print) -> Regi
             raise RuntimeError(f"docker-registry did not start on :{port}\n{tail}")
         time.sleep(0.1)
     return Registry(proc.pid, port)
+
+
+def bytes_served(log_path: Path, offset: int = 0) -> tuple[int, int]:
+    """Bytes the registry sent in GET responses since `offset` in its log, and the new offset (HEAD responses
+    log their Content-Length but send no body)."""
+    import re
+
+    total = 0
+    with open(log_path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    for line in data.splitlines():
+        if b'msg="response completed"' in line and b"http.request.method=GET" in line:
+            match = re.search(rb"http\.response\.written=(\d+)", line)
+            total += int(match.group(1)) if match else 0
+    return total, offset + len(data)
 
 
 def stop(pid: int | None) -> bool:
