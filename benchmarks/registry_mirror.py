@@ -23,7 +23,7 @@ def main() -> None:
         root = Path(tmp)
         box = Sandbox(name="ifmirror", state_root=root / "state", registry_port=5091, log=lambda *_: None)
         try:
-            hosts = box.up(hosts=3, profile_names=["cpu"], inventory_dir=root / "inventory")
+            hosts = box.up(hosts=3, profile_names=["cpu"], inventory_dir=root / "inventory", serving=False)
             shutil.copytree(PROJECT / "inventories" / "sandbox" / "group_vars", root / "inventory" / "group_vars")
             inventory = root / "inventory" / "hosts.yml"
             if not up(inventory, stages=["docker"]).ok:
@@ -38,7 +38,8 @@ def main() -> None:
             extra = {"inferfleet_images": {"cpu": image}, "images_extra": [image]}
             log = box.state / "registry" / "registry.log"
             results = {}
-            for label, mirror in (("without mirror", {"inferfleet_registry_mirror": ""}), ("with mirror", {})):
+            for label, mirror in (("without mirror", {}),
+                                  ("with mirror", {"inferfleet_registry_mirror": "{{ inferfleet_sandbox_mirror }}"})):
                 _, offset = registry.bytes_served(log)
                 run = up(inventory, stages=["images"], extravars={**extra, **mirror})
                 if not run.ok:

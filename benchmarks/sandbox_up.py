@@ -29,7 +29,7 @@ def timed_up(hosts: int, cold: bool, root: Path) -> float:
         for img in box.client.images.list(name=COLD_REPOSITORY):
             box.client.images.remove(img.id, force=True)
     started = time.monotonic()
-    box.up(hosts=hosts, profile_names=["gaudi2", "ascend910b", "cpu"], inventory_dir=root / "inventory")
+    box.up(hosts=hosts, profile_names=["gaudi2", "ascend910b", "cpu"], inventory_dir=root / "inventory", serving=False)
     elapsed = time.monotonic() - started
     box.down()
     return elapsed

@@ -33,7 +33,7 @@ def main() -> None:
         root = Path(tmp)
         box = Sandbox(name="ifbench", state_root=root / "state", registry_port=5077, log=lambda *_: None)
         try:
-            host = box.up(hosts=1, profile_names=["cpu"], inventory_dir=root / "inventory")[0]
+            host = box.up(hosts=1, profile_names=["cpu"], inventory_dir=root / "inventory", serving=False)[0]
             control = ["-o", "ControlMaster=auto", "-o", f"ControlPath={root}/cm-%r@%h:%p", "-o", "ControlPersist=60"]
             target = f"root@{host.address}"
             subprocess.run(["ssh", *ssh_options(box.key_path), *control, target, "true"], check=True)

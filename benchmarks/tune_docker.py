@@ -36,7 +36,7 @@ def fleet_run(hosts: int, root: Path) -> dict:
                   log=lambda *_: None)
     inventory_dir = root / f"inventory{hosts}"
     try:
-        up_hosts = box.up(hosts=hosts, profile_names=["cpu"], inventory_dir=inventory_dir)
+        up_hosts = box.up(hosts=hosts, profile_names=["cpu"], inventory_dir=inventory_dir, serving=False)
         shutil.copytree(PROJECT / "inventories" / "sandbox" / "group_vars", inventory_dir / "group_vars")
         inventory = inventory_dir / "hosts.yml"
         cold = up(inventory, stages=STAGES)

@@ -160,6 +160,40 @@ def cmd_plan(args) -> int:
     return 0 if plan.ok else 2
 
 
+STATUS_COLUMNS = ("host", "service", "instance", "image", "state", "health", "port", "uptime")
+
+
+def cmd_status(args) -> int:
+    try:
+        result = runner.run_playbook(args.inventory, "playbooks/status.yml", limit=args.limit)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"inferfleet: {err}", file=sys.stderr)
+        return 2
+    rows = [row for host in sorted(result.hosts) for row in (result.facts(host, "inferfleet_status") or [])]
+    if args.json:
+        print(json.dumps({"instances": rows, "ok": result.ok,
+                          "failures": [{"host": f.host, "msg": f.msg} for f in result.failures]}, indent=2))
+    else:
+        table = [STATUS_COLUMNS] + [tuple(str(r[c]) for c in STATUS_COLUMNS) for r in rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(STATUS_COLUMNS))]
+        for row in table:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for failure in result.failures:
+            print(f"FAILED {failure.host}: {failure.msg}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_down(args) -> int:
+    try:
+        result = runner.run_playbook(args.inventory, "playbooks/stop.yml", limit=args.limit,
+                                     on_result=print_result)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"inferfleet: {err}", file=sys.stderr)
+        return 2
+    print_recap(result)
+    return 0 if result.ok else 1
+
+
 def cmd_sandbox_up(args) -> int:
     from .sandbox.profiles import parse_profiles
 
@@ -171,7 +205,7 @@ def cmd_sandbox_up(args) -> int:
     sandbox = _sandbox(args)
     hosts = sandbox.up(hosts=args.hosts, profile_names=names,
                        inventory_dir=Path(args.inventory_dir) if args.inventory_dir else None,
-                       extra_ca=Path(args.extra_ca) if args.extra_ca else None)
+                       extra_ca=Path(args.extra_ca) if args.extra_ca else None, serving=not args.no_serving)
     _print_hosts(hosts)
     return 0
 
@@ -238,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--facts-dir", help="Ansible fact cache with discovered cards (default: .cache/facts)")
     plan.set_defaults(func=cmd_plan)
 
+    status = sub.add_parser("status", help="show every model service instance: state, health, port, uptime")
+    status.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    status.add_argument("--limit", help="host pattern")
+    status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.set_defaults(func=cmd_status)
+
+    down = sub.add_parser("down", help="stop and remove inferfleet's containers (others are left alone)")
+    down.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    down.add_argument("--limit", help="host pattern")
+    down.set_defaults(func=cmd_down)
+
     sandbox = sub.add_parser("sandbox", help="the local test fleet with SIMULATED accelerators")
     sandbox.add_argument("--name", default="inferfleet", help="sandbox name (several can coexist)")
     sandbox.add_argument("--registry-port", type=int, default=5000)
@@ -249,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated profiles, assigned to hosts in turn")
     s_up.add_argument("--inventory-dir", help="where to write hosts.yml (default: inventories/sandbox)")
     s_up.add_argument("--extra-ca", help="PEM bundle to trust inside hosts (e.g. a proxy's CA)")
+    s_up.add_argument("--no-serving", action="store_true",
+                      help="skip the vLLM CPU image and the models (the serve stage then has nothing to run)")
     s_up.set_defaults(func=cmd_sandbox_up)
     s_status = ssub.add_parser("status", help="show the fleet")
     s_status.add_argument("--json", action="store_true")

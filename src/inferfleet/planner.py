@@ -467,7 +467,8 @@ def _plan_host(host: HostInput, plan: Plan) -> None:
             err(label, "image", f"no image: set image, or inferfleet_images.{platform} for the host")
             continue
 
-        env, env_problem = _service_env(spec, platform, stack, host.base_dir, max_model_len, max_num_seqs, max_batched)
+        env, env_problem = _service_env(spec, platform, stack, host.base_dir, max_model_len, max_num_seqs, max_batched,
+                                        hv.get("inferfleet_env") or {})
         if env_problem:
             err(label, env_problem[0], env_problem[1])
             continue
@@ -543,7 +544,7 @@ def _plan_host(host: HostInput, plan: Plan) -> None:
                         devices_info, err, warn, notes)
 
 
-def _service_env(spec, platform, stack, base_dir, max_model_len, max_num_seqs, max_batched):
+def _service_env(spec, platform, stack, base_dir, max_model_len, max_num_seqs, max_batched, host_env):
     presets = PRESETS[preset_key(platform, stack)]
     name = spec.get("env_preset", "default")
     if name not in presets:
@@ -552,6 +553,9 @@ def _service_env(spec, platform, stack, base_dir, max_model_len, max_num_seqs, m
     env = dict(presets[name])
     if env.pop("buckets", None) == "derive":
         env.update(hpu_buckets(stack, max_model_len, max_num_seqs, max_batched))
+    # site-wide settings of the host (proxies, HF_ENDPOINT, the sandbox's CPU settings) come after the preset
+    env.update({str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in host_env.items()})
     if spec.get("env_file") is not None:
         loaded, problem = _load_mapping(spec["env_file"], base_dir, "env_file")
         if problem:
@@ -623,13 +627,15 @@ def _emit_instances(host, host_plan, spec, instances, platform, stack, memory_by
         args = _vllm_args(spec, model, served, task, tp, inst, platform)
         config_hash = hashlib.sha256(json.dumps([spec["_image"], env, args, group], sort_keys=True)
                                      .encode()).hexdigest()[:12]
-        docker_run = _docker_run(name, spec, platform, group, env, model, warmup_dir, args, config_hash,
-                                 devices_info)
+        container = container_spec(name, spec, platform, group, env, model, warmup_dir, args, config_hash,
+                                   devices_info)
+        embedding_dim = int(text_config(config).get("hidden_size", 0)) if config and task == "embed" else None
         host_plan.instances.append({
             "service": spec["name"], "name": name, "image": spec["_image"], "model": model,
             "served_model_name": served, "task": task, "devices": group, "port": inst["port"],
             "tensor_parallel_size": tp, "memory_fraction": inst["fraction"] if platform != "cpu" else None,
-            "env": env, "args": args, "docker_run": docker_run,
+            "env": env, "args": args, "docker_run": docker_run_argv(container), "container": container,
+            "smoke": {"task": task, "served_model_name": served, "embedding_dim": embedding_dim},
             "health_url": f"http://{address}:{inst['port']}/health",
             "startup_timeout": spec.get("startup_timeout", 600 if platform != "gaudi" else 3600),
             "warmup_cache_dir": warmup_dir, "config_hash": config_hash,
@@ -655,30 +661,51 @@ def _vllm_args(spec, model, served, task, tp, inst, platform) -> list[str]:
     return args + [str(a) for a in spec.get("extra_args", [])]
 
 
-def _docker_run(name, spec, platform, group, env, model, warmup_dir, args, config_hash, devices_info) -> list[str]:
-    argv = ["docker", "run", "-d", "--name", f"inferfleet-{name}", "--restart", "unless-stopped",
-            "--label", "inferfleet.service=" + spec["name"], "--label", "inferfleet.instance=" + name,
-            "--label", "inferfleet.config-hash=" + config_hash, "--net=host"]
+def container_spec(name, spec, platform, group, env, model, warmup_dir, args, config_hash, devices_info) -> dict:
+    """The instance's container, in the terms of community.docker.docker_container (the serve stage passes it
+    as is) and from which the docker run argv is written."""
+    container = {
+        "name": f"inferfleet-{name}", "image": spec["_image"], "entrypoint": ["vllm"], "command": ["serve", *args],
+        "env": dict(sorted(env.items())), "network_mode": "host", "ipc_mode": None, "runtime": None,
+        "capabilities": [], "devices": [], "volumes": [],
+        "labels": {"inferfleet.service": spec["name"], "inferfleet.instance": name,
+                   "inferfleet.config-hash": config_hash},
+    }
     if platform == "gaudi":
-        argv += ["--runtime=habana", "--cap-add=sys_nice", "--ipc=host"]
+        container.update(runtime="habana", capabilities=["sys_nice"], ipc_mode="host")
     elif platform == "nvidia":
-        argv += ["--runtime=nvidia", "--ipc=host"]
+        container.update(runtime="nvidia", ipc_mode="host")
     elif platform == "ascend":
         count = max(devices_info) + 1 if devices_info else max(group) + 1
-        for index in range(count):  # all cards mounted, ASCEND_RT_VISIBLE_DEVICES selects (seed 002)
-            argv += ["--device", f"/dev/davinci{index}:/dev/davinci{index}"]
-        for node in ASCEND_DEVICE_NODES:
-            argv += ["--device", f"{node}:{node}"]
-        for mount in ASCEND_MOUNTS:
-            argv += ["-v", f"{mount}:{mount}:ro"]
-    for key in sorted(env):
-        argv += ["-e", f"{key}={env[key]}"]
-    model_dir = model if model.startswith("/") else None
-    if model_dir:
-        argv += ["-v", f"{model_dir}:{model_dir}:ro"]
+        # all cards mounted, ASCEND_RT_VISIBLE_DEVICES selects (seed 002)
+        container["devices"] = [f"/dev/davinci{i}:/dev/davinci{i}" for i in range(count)]
+        container["devices"] += [f"{node}:{node}" for node in ASCEND_DEVICE_NODES]
+        container["volumes"] += [f"{mount}:{mount}:ro" for mount in ASCEND_MOUNTS]
+    if model.startswith("/"):
+        container["volumes"].append(f"{model}:{model}:ro")
     if warmup_dir:
-        argv += ["-v", f"{warmup_dir}:{warmup_dir}"]
-    return argv + ["--entrypoint", "vllm", spec["_image"], "serve", *args]
+        container["volumes"].append(f"{warmup_dir}:{warmup_dir}")
+    return container
+
+
+def docker_run_argv(container: dict) -> list[str]:
+    """The docker run command equivalent to a container spec (users debug with it)."""
+    argv = ["docker", "run", "-d", "--name", container["name"], "--restart", "unless-stopped"]
+    for key, value in container["labels"].items():
+        argv += ["--label", f"{key}={value}"]
+    argv.append(f"--net={container['network_mode']}")
+    if container["runtime"]:
+        argv.append(f"--runtime={container['runtime']}")
+    argv += [f"--cap-add={cap}" for cap in container["capabilities"]]
+    if container["ipc_mode"]:
+        argv.append(f"--ipc={container['ipc_mode']}")
+    for device in container["devices"]:
+        argv += ["--device", device]
+    for key, value in container["env"].items():
+        argv += ["-e", f"{key}={value}"]
+    for volume in container["volumes"]:
+        argv += ["-v", volume]
+    return argv + ["--entrypoint", container["entrypoint"][0], container["image"], *container["command"]]
 
 
 # --- inventory input --------------------------------------------------------------------------------------------
@@ -686,6 +713,7 @@ def hosts_from_inventory(inventory: str | Path, facts_dir: Path | None = None) -
     """Hosts and their merged variables from an inventory, with discovered cards from Ansible's fact cache."""
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
     from ansible.vars.manager import VariableManager
 
     loader = DataLoader()
@@ -696,7 +724,11 @@ def hosts_from_inventory(inventory: str | Path, facts_dir: Path | None = None) -
     hosts = []
     for host in manager.get_hosts():
         hv = variables.get_vars(host=host, include_hostvars=False)
-        plain = {k: _plain(v) for k, v in hv.items() if k.startswith("inferfleet_") or k == "ansible_host"}
+        wanted = {k: v for k, v in hv.items() if k.startswith("inferfleet_") or k == "ansible_host"}
+        if any("{{" in json.dumps(_plain(v), default=str) for v in wanted.values()):
+            # values such as "{{ inferfleet_sandbox_models_dir }}/..." are rendered as a playbook would
+            wanted = Templar(loader=loader, variables=hv).template(wanted)
+        plain = {k: _plain(v) for k, v in wanted.items()}
         discovered = cached_accelerators(facts_dir, host.name) if facts_dir is not None else None
         hosts.append(HostInput(host.name, plain, tuple(g.name for g in host.get_groups()), discovered, base_dir))
     return hosts

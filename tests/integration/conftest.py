@@ -17,8 +17,9 @@ def sandbox(tmp_path_factory):
                   registry_port=int(os.environ.get("INFERFLEET_TEST_REGISTRY_PORT", "5055")))
     box.up(profile_names=ALL_PROFILES, inventory_dir=root / "inventory")
     box.inventory = root / "inventory" / "hosts.yml"
-    # the settings `make demo` runs with (tune: hugepages, reboot policy; docker: no vendor repositories)
-    shutil.copytree(ROOT / "inventories" / "sandbox" / "group_vars", root / "inventory" / "group_vars")
+    # the settings and services `make demo` runs with
+    for part in ("group_vars", "host_vars"):  # the demo's services too
+        shutil.copytree(ROOT / "inventories" / "sandbox" / part, root / "inventory" / part)
     yield box
     removed = box.down()
     leftovers = box.client.containers.list(all=True, filters={"label": f"{LABEL}={box.name}"})

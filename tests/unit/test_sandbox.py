@@ -48,7 +48,7 @@ def test_inventory_groups_hosts_by_platform(tmp_path):
     text = path.read_text()
     assert "SIMULATED" in text.splitlines()[1]
     data = yaml.safe_load(text)["all"]
-    assert data["vars"]["inferfleet_registry_mirror"] == "http://172.18.0.1:5001"
+    assert data["vars"]["inferfleet_sandbox_mirror"] == "http://172.18.0.1:5001"
     assert data["vars"]["inferfleet_docker_hub_mirror"] == "http://172.18.0.1:5000"
     assert data["vars"]["inferfleet_insecure_registries"] == ["172.18.0.1:5000", "172.18.0.1:5001"]
     gaudi = data["children"]["gaudi"]["hosts"]["gaudi2-1"]

@@ -56,3 +56,18 @@ def test_kernel_cmdline_comes_from_the_first_grub_entry():
     cfg = "menuentry 'Debian' {\n\tlinux\t/boot/vmlinuz-6.1 root=UUID=x ro quiet hugepages=1\n}\n"
     assert kernel_cmdline(cfg) == "BOOT_IMAGE=/boot/vmlinuz-6.1 root=UUID=x ro quiet hugepages=1"
     assert kernel_cmdline(None).startswith("BOOT_IMAGE=")
+
+
+def test_boot_remounts_the_read_only_cgroup_controllers_only():
+    from inferfleet.sandbox.sim.boot import writable_cgroups
+
+    # /proc/mounts of a sandbox host on this machine (cgroup v1, Docker 20.10, --cgroupns private)
+    mounts = """tmpfs /sys/fs/cgroup tmpfs ro,nosuid,nodev,noexec,size=4096k,nr_inodes=1024,mode=755 0 0
+cgroup /sys/fs/cgroup/cpuset cgroup ro,nosuid,nodev,noexec,relatime,cpuset 0 0
+cgroup /sys/fs/cgroup/memory cgroup ro,nosuid,nodev,noexec,relatime,memory 0 0
+cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
+systemd /sys/fs/cgroup/systemd cgroup ro,nosuid,nodev,noexec,relatime,name=systemd 0 0
+cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid,nodev,noexec,relatime 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+"""
+    assert writable_cgroups(mounts) == [("/sys/fs/cgroup/cpuset", "cpuset"), ("/sys/fs/cgroup/memory", "memory")]

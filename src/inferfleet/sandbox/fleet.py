@@ -122,7 +122,7 @@ class Sandbox:
 
     # --- up ---------------------------------------------------------------------------------------------
     def up(self, hosts: int | None = None, profile_names: list[str] | None = None,
-           inventory_dir: Path | None = None, extra_ca: Path | None = None) -> list[HostStatus]:
+           inventory_dir: Path | None = None, extra_ca: Path | None = None, serving: bool = True) -> list[HostStatus]:
         profile_names = list(profile_names or DEFAULT_PROFILES)
         specs = self.plan_hosts(hosts, profile_names)
         started = time.monotonic()
@@ -145,6 +145,7 @@ class Sandbox:
             if container.name not in wanted:
                 self.log(f"removing {container.name} (not in the requested fleet)")
                 self._remove_container(container)
+        serving_vars = self._prepare_serving(f"{gateway}:{self.registry_port}") if serving else {}
         addresses = assign_addresses([s.name for s in specs], subnet, state.get("addresses", {}))
         state["addresses"] = addresses
         self._write_state(state)
@@ -154,12 +155,24 @@ class Sandbox:
         self._wait_ready(statuses)
         inventory_dir = inventory_dir or self.default_inventory_dir()
         write_inventory(inventory_dir, statuses, self.key_path, f"{gateway}:{self.registry_port}", self.name,
-                        mirror_address=f"{gateway}:{self.mirror_port}")
+                        mirror_address=f"{gateway}:{self.mirror_port}", extra_vars=serving_vars)
         state["inventory"] = str(inventory_dir / "hosts.yml")
         self._write_state(state)
         self.log(f"sandbox '{self.name}' up: {len(statuses)} host(s) in {time.monotonic() - started:.1f}s; "
                  f"inventory {inventory_dir / 'hosts.yml'}; registry {gateway}:{self.registry_port}")
         return statuses
+
+    def _prepare_serving(self, registry_address: str) -> dict:
+        """The vLLM CPU image in the sandbox registry and the models on this machine; their inventory vars."""
+        from ..paths import project_dir
+        from . import vllm_image
+
+        cache = project_dir() / ".cache"
+        tag = vllm_image.build(self.client, cache, self.log)
+        vllm_image.push(self.client, tag, self.registry_port, self.log)
+        models = vllm_image.make_models(self.client, tag, cache / "models", self.log)
+        return {"inferfleet_sandbox_vllm_image": f"{registry_address}/inferfleet/vllm-cpu:{vllm_image.VLLM_VERSION}",
+                "inferfleet_sandbox_models_dir": str(models)}
 
     def default_inventory_dir(self) -> Path:
         from ..paths import project_dir
@@ -403,7 +416,7 @@ def ssh_options(key_path: Path) -> list[str]:
 
 
 def write_inventory(directory: Path, hosts: list[HostStatus], key_path: Path, registry_address: str,
-                    sandbox_name: str, mirror_address: str | None = None) -> Path:
+                    sandbox_name: str, mirror_address: str | None = None, extra_vars: dict | None = None) -> Path:
     groups: dict[str, dict] = {}
     for host in hosts:
         profile = profiles.get_profile(host.profile)
@@ -428,7 +441,8 @@ def write_inventory(directory: Path, hosts: list[HostStatus], key_path: Path, re
                 "inferfleet_simulated": True,
                 "inferfleet_registry": registry_address,
                 "inferfleet_docker_hub_mirror": f"http://{registry_address}",
-                **({"inferfleet_registry_mirror": f"http://{mirror_address}"} if mirror_address else {}),
+                **({"inferfleet_sandbox_mirror": f"http://{mirror_address}"} if mirror_address else {}),
+                **(extra_vars or {}),
                 "inferfleet_insecure_registries": [registry_address] + ([mirror_address] if mirror_address else []),
             },
             "children": groups,

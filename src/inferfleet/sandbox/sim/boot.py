@@ -101,6 +101,26 @@ def write_driver_files(profile: dict) -> None:
                 handle.write(text)
 
 
+def writable_cgroups(mounts_text: str) -> list[tuple[str, str]]:
+    """(mount point, options) of the read-only cgroup v1 controller hierarchies Docker gave this container.
+
+    The host's inner dockerd creates a cgroup per container in each of them, which a read-only mount refuses
+    ("mkdir /sys/fs/cgroup/cpuset/docker: read-only file system"). Real hosts have them writable; the sandbox
+    remounts them, inside its own cgroup namespace. The name=systemd hierarchy stays as it is (systemd holds it,
+    and runc does not need it writable)."""
+    found = []
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 4 or parts[2] != "cgroup" or not parts[1].startswith("/sys/fs/cgroup/"):
+            continue
+        options = parts[3].split(",")
+        if "ro" not in options or any(o.startswith("name=") for o in options):
+            continue
+        controllers = [o for o in options if o not in ("ro", "rw", "nosuid", "nodev", "noexec", "relatime")]
+        found.append((parts[1], ",".join(controllers)))
+    return found
+
+
 def boot() -> int:
     profile = simlib.load_profile()
     faults = simlib.load_faults()
@@ -119,6 +139,10 @@ def boot() -> int:
     os.makedirs(HOLDERS_DIR, exist_ok=True)
     if not any(os.path.exists(f"/etc/ssh/ssh_host_{kind}_key") for kind in ("ed25519", "rsa")):
         _run("ssh-keygen", "-A")
+    with open("/proc/mounts", encoding="utf-8") as handle:
+        for mountpoint, controllers in writable_cgroups(handle.read()):
+            _run("umount", mountpoint)
+            _run("mount", "-t", "cgroup", "-o", controllers, "cgroup", mountpoint)
     # systemd-sysctl.service skips read-only /proc/sys (as in any container): apply the simulated keys here.
     _run("/lib/systemd/systemd-sysctl", "--prefix", "vm.nr_hugepages", "--prefix", "kernel.numa_balancing")
     return 0

