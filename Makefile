@@ -42,12 +42,13 @@ unit: venv
 integration: deps venv
 	$(BIN)/pytest -q -m integration tests
 
-bench: deps venv  ## Print the benchmark figures (not pass/fail)
+bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/sandbox_up.py
 	$(BIN)/python benchmarks/task_overhead.py
 	$(BIN)/python benchmarks/tune_docker.py
 	$(BIN)/python benchmarks/plan_scale.py
 	$(BIN)/python benchmarks/registry_mirror.py
+	$(BIN)/python benchmarks/serve_ready.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

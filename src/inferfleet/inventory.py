@@ -91,24 +91,12 @@ def validate_host(host: str, host_vars: dict, groups: list[str] | tuple[str, ...
             add("inferfleet_accelerator.memory_gib", f"must be a positive number, got {memory!r}",
                 "give the memory of one card in GiB, e.g. 96")
 
-    mirror = host_vars.get("inferfleet_registry_mirror")
-    if mirror not in (None, "") and (not isinstance(mirror, str) or not URL.match(mirror)):
-        add("inferfleet_registry_mirror", f"{mirror!r} is not an http(s) URL",
-            "write it as http://HOST:PORT or https://HOST")
-    hub = host_vars.get("inferfleet_docker_hub_mirror")
-    if hub not in (None, "") and (not isinstance(hub, str) or not URL.match(hub)):
-        add("inferfleet_docker_hub_mirror", f"{hub!r} is not an http(s) URL",
-            "write it as http://HOST:PORT or https://HOST")
-    insecure = host_vars.get("inferfleet_insecure_registries")
-    if insecure is not None:
-        if not isinstance(insecure, list):
-            add("inferfleet_insecure_registries", f"must be a list, got {_type_name(insecure)}",
-                "write it as a YAML list of HOST:PORT entries")
-        else:
-            for item in insecure:
-                if not isinstance(item, str) or not HOST_PORT.match(item):
-                    add("inferfleet_insecure_registries", f"{item!r} is not HOST[:PORT]",
-                        "list registries as HOST:PORT without a scheme")
+    for field in ("inferfleet_registry_mirror", "inferfleet_docker_hub_mirror"):
+        url = host_vars.get(field)
+        if url not in (None, "") and (not isinstance(url, str) or not URL.match(url)):
+            add(field, f"{url!r} is not an http(s) URL", "write it as http://HOST:PORT or https://HOST")
+    _string_list(host_vars, add, "inferfleet_insecure_registries", HOST_PORT, "is not HOST[:PORT]",
+                 "write it as a YAML list of HOST:PORT entries", "list registries as HOST:PORT without a scheme")
     _validate_tuning(host_vars, add)
     _validate_docker(host_vars, add)
     return problems
@@ -129,6 +117,19 @@ def _choice(host_vars: dict, add, field: str, choices, fix_example: str) -> None
         add(field, f"{value!r} is not one of {', '.join(map(str, choices))}", f"set {field}: {fix_example}")
 
 
+def _string_list(host_vars: dict, add, field: str, pattern, item_problem: str, list_fix: str, item_fix: str) -> None:
+    """A list variable whose items must be strings matching `pattern`."""
+    items = host_vars.get(field)
+    if items is None:
+        return
+    if not isinstance(items, list):
+        add(field, f"must be a list, got {_type_name(items)}", list_fix)
+        return
+    for item in items:
+        if not isinstance(item, str) or not pattern.match(item):
+            add(field, f"{item!r} {item_problem}", item_fix)
+
+
 def _validate_tuning(host_vars: dict, add) -> None:
     """Variables of the tune stage (role host_tuning)."""
     for field in ("host_tuning_hugepages", "host_tuning_intel_idle_max_cstate", "host_tuning_reboot_timeout"):
@@ -142,16 +143,9 @@ def _validate_tuning(host_vars: dict, add) -> None:
                 else f"write a plain number, e.g. {field}: 0")
     _choice(host_vars, add, "host_tuning_governor", GOVERNORS, "performance")
     _choice(host_vars, add, "host_tuning_reboot", ("never", "if_needed"), "never")
-    states = host_vars.get("host_tuning_disable_idle_states")
-    if states is not None:
-        if not isinstance(states, list):
-            add("host_tuning_disable_idle_states", f"must be a list, got {_type_name(states)}",
-                "write it as a YAML list, e.g. [C1E, C6]")
-        else:
-            for name in states:
-                if not isinstance(name, str) or not IDLE_STATE_NAME.match(name):
-                    add("host_tuning_disable_idle_states", f"{name!r} is not an idle state name",
-                        "use names as in /sys/devices/system/cpu/cpu0/cpuidle/state*/name, e.g. C1E, C6")
+    _string_list(host_vars, add, "host_tuning_disable_idle_states", IDLE_STATE_NAME, "is not an idle state name",
+                 "write it as a YAML list, e.g. [C1E, C6]",
+                 "use names as in /sys/devices/system/cpu/cpu0/cpuidle/state*/name, e.g. C1E, C6")
     args = host_vars.get("host_tuning_kernel_cmdline")
     if args is not None:
         if not isinstance(args, dict):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from test_sandbox_preflight import EXPECTED, ssh
+from test_sandbox_00_preflight import EXPECTED, ssh
 
 from inferfleet import up
 from inferfleet.sandbox import registry

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import yaml
-from test_sandbox_preflight import EXPECTED, ssh
+from test_sandbox_00_preflight import EXPECTED, ssh
 
 from inferfleet import up
 from inferfleet.sandbox.fleet import ssh_options
