@@ -17,7 +17,8 @@ STAGES = ["tune", "docker"]
 USER_GRUB = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet splash mitigations=off cpufreq.default_governor=ondemand"'
 USER_DAEMON = {"registry-mirrors": ["https://mirror.example.org"], "log-driver": "local",
                "runtimes": {"custom": {"path": "/usr/bin/runc"}}}
-SNAPSHOT = ("ls /models 2>&1; cat /etc/default/grub /proc/cmdline /proc/sys/vm/nr_hugepages /proc/sys/kernel/numa_balancing "
+SNAPSHOT = ("ls /models 2>&1; cat /etc/default/grub /proc/cmdline /proc/sys/vm/nr_hugepages "
+            "/proc/sys/kernel/numa_balancing "
             "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor /sys/devices/system/cpu/cpu*/cpuidle/state*/disable;"
             " ls /etc/sysctl.d /etc/systemd/system /etc/docker; cat /etc/docker/daemon.json;"
             " dpkg-query -W -f '${Status}' docker.io 2>&1; cat /proc/sys/kernel/random/boot_id")
