@@ -264,8 +264,6 @@ def _is_int(value) -> bool:
 
 def _type_ok(value, expected) -> bool:
     types = expected if isinstance(expected, tuple) else (expected,)
-    if int in types and isinstance(value, bool) and bool not in types:
-        return False
     if (float in types or int in types) and isinstance(value, bool) and bool not in types:
         return False
     return isinstance(value, types)
@@ -340,7 +338,7 @@ def _plan_host(host: HostInput, plan: Plan) -> None:
 
     names_seen: set[str] = set()
     ports_used: dict[int, str] = {}
-    # device -> [(service name, shares, instance count on it)] for the sharing rule and the memory budget
+    # card -> services given it, and those of them that declared share_devices (the sharing rule)
     device_users: dict[int, list[str]] = {}
     device_sharers: dict[int, set[str]] = {}
     pending: list[tuple[dict, list[dict]]] = []  # (spec, instances) filled once every service is allocated
@@ -528,10 +526,13 @@ def _plan_host(host: HostInput, plan: Plan) -> None:
             inst["fraction"] = fraction
             if not 0 < fraction <= 1:
                 err(label, "gpu_memory_utilization", f"{fraction} must be in (0, 1]")
+    totals: dict[int, float] = {}
+    for _spec, instances in pending:
+        for inst in instances:
+            for device in inst["group"]:
+                totals[device] = totals.get(device, 0.0) + inst["fraction"]
     for device, specs in sorted(on_device.items()):
-        total = 0.0
-        for _spec, instances in pending:
-            total += sum(i["fraction"] for i in instances if device in i["group"])
+        total = totals[device]
         if total > 1.0 + 1e-9:
             names = sorted({s["name"] for s in specs})
             err(names[0], "gpu_memory_utilization",
@@ -572,15 +573,17 @@ def _emit_instances(host, host_plan, spec, instances, platform, stack, memory_by
                     devices_info, err, warn, notes):
     label, config, task, tp = spec["_label"], spec["_config"], spec["_task"], spec["_tp"]
     weights = spec["_weights"]
+    # the same for every instance of the service
+    per_token = kv_bytes_per_token(config, tp, spec.get("kv_cache_dtype"), spec.get("dtype")) \
+        if config and task == "generate" and "num_hidden_layers" in text_config(config) else 0
+    per_device_weights = int(weights / tp) if weights else None
+    embedding_dim = int(text_config(config).get("hidden_size", 0)) if config and task == "embed" else None
     many = len(instances) > 1
     for position, inst in enumerate(instances):
         name = f"{spec['name']}-{position}" if many else spec["name"]
         model = inst["model"]
         served = spec.get("served_model_name") if "models" not in spec else None
         served = served or (Path(model).name if "models" in spec else spec["name"])
-        per_token = kv_bytes_per_token(config, tp, spec.get("kv_cache_dtype"), spec.get("dtype")) \
-            if config and task == "generate" and "num_hidden_layers" in text_config(config) else 0
-        per_device_weights = int(weights / tp) if weights else None
         concurrency = None
         if platform != "cpu" and memory_bytes and per_device_weights is not None:
             budget = memory_bytes * inst["fraction"] - per_device_weights
@@ -629,7 +632,6 @@ def _emit_instances(host, host_plan, spec, instances, platform, stack, memory_by
                                      .encode()).hexdigest()[:12]
         container = container_spec(name, spec, platform, group, env, model, warmup_dir, args, config_hash,
                                    devices_info)
-        embedding_dim = int(text_config(config).get("hidden_size", 0)) if config and task == "embed" else None
         host_plan.instances.append({
             "service": spec["name"], "name": name, "image": spec["_image"], "model": model,
             "served_model_name": served, "task": task, "devices": group, "port": inst["port"],
@@ -725,10 +727,10 @@ def hosts_from_inventory(inventory: str | Path, facts_dir: Path | None = None) -
     for host in manager.get_hosts():
         hv = variables.get_vars(host=host, include_hostvars=False)
         wanted = {k: v for k, v in hv.items() if k.startswith("inferfleet_") or k == "ansible_host"}
-        if any("{{" in json.dumps(_plain(v), default=str) for v in wanted.values()):
-            # values such as "{{ inferfleet_sandbox_models_dir }}/..." are rendered as a playbook would
-            wanted = Templar(loader=loader, variables=hv).template(wanted)
         plain = {k: _plain(v) for k, v in wanted.items()}
+        if "{{" in json.dumps(plain, default=str):
+            # values such as "{{ inferfleet_sandbox_models_dir }}/..." are rendered as a playbook would
+            plain = {k: _plain(v) for k, v in Templar(loader=loader, variables=hv).template(wanted).items()}
         discovered = cached_accelerators(facts_dir, host.name) if facts_dir is not None else None
         hosts.append(HostInput(host.name, plain, tuple(g.name for g in host.get_groups()), discovered, base_dir))
     return hosts
