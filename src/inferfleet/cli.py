@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import runner
 from .runner import TaskResult
+from .text import align
 
 STATUS_MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE",
                "skipped": "skipped"}
@@ -128,8 +129,7 @@ def render_plan(plan) -> list[str]:
                          "-" if inst["memory_fraction"] is None else f"{inst['memory_fraction']:.2f}",
                          _size(kv["bytes_per_token"]) if kv["bytes_per_token"] else "-", _size(weights),
                          "-" if kv["max_concurrency"] is None else str(kv["max_concurrency"]), inst["image"]))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        lines += ["  " + line for line in align(rows)]
     for issue in plan.errors:
         lines.append(f"ERROR   {issue}")
     for issue in plan.warnings:
@@ -174,10 +174,8 @@ def cmd_status(args) -> int:
         print(json.dumps({"instances": rows, "ok": result.ok,
                           "failures": [{"host": f.host, "msg": f.msg} for f in result.failures]}, indent=2))
     else:
-        table = [STATUS_COLUMNS] + [tuple(str(r[c]) for c in STATUS_COLUMNS) for r in rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(STATUS_COLUMNS))]
-        for row in table:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for line in align([STATUS_COLUMNS] + [tuple(str(r[c]) for c in STATUS_COLUMNS) for r in rows]):
+            print(line)
         for failure in result.failures:
             print(f"FAILED {failure.host}: {failure.msg}", file=sys.stderr)
     return 0 if result.ok else 1

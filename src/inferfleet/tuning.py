@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from inferfleet.text import align
+
 OK, PENDING_REBOOT, SHORT, MISMATCH = "ok", "pending reboot", "short", "MISMATCH"
 IDLE_STATE_NAME = re.compile(r"^(POLL|C\d+[A-Z]*(-[A-Z]+)?(_ACPI)?|WFI|cpu-sleep-\d+|cluster-sleep-\d+)$")
 GOVERNORS = ("performance", "powersave", "ondemand", "conservative", "schedutil", "userspace")
@@ -94,10 +96,9 @@ def tuning_rows(wanted: dict, cpu: dict, cmdline: dict | None, sysctl_now: dict,
     return rows
 
 
+COLUMNS = ("setting", "wanted", "now", "persisted", "status")
+
+
 def render_rows(rows: list[dict]) -> list[str]:
     """Rows as aligned text lines, with a header."""
-    header = {"setting": "setting", "wanted": "wanted", "now": "now", "persisted": "persisted", "status": "status"}
-    columns = ("setting", "wanted", "now", "persisted", "status")
-    table = [header, *rows]
-    widths = {c: max(len(r[c]) for r in table) for c in columns}
-    return ["  ".join(r[c].ljust(widths[c]) for c in columns).rstrip() for r in table]
+    return align([COLUMNS] + [tuple(row[c] for c in COLUMNS) for row in rows])
