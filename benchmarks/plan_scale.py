@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from inferfleet.planner import hosts_from_inventory, plan_hosts
+from inferfleet.inventory import load_hosts
+from inferfleet.planner import plan_hosts
 
 HOSTS, SERVICES = 500, 8
 CONFIG = {"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_attention_heads": 32,
@@ -48,7 +49,7 @@ def main() -> None:
         whole = time.monotonic() - started
         if proc.returncode != 0:
             sys.exit(f"plan failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
-        hosts = hosts_from_inventory(inventory)
+        hosts, _ = load_hosts(inventory)
         started = time.monotonic()
         plan = plan_hosts(hosts)
         planner_only = time.monotonic() - started

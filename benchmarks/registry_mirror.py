@@ -33,7 +33,7 @@ def main() -> None:
             subprocess.run(f"tar -C {root} -c payload | docker import - {local} && docker push -q {local}",
                            shell=True, check=True, capture_output=True)
             address = next(line.split(": ")[1] for line in inventory.read_text().splitlines()
-                           if line.strip().startswith("inferfleet_registry:"))
+                           if line.strip().startswith("inferfleet_sandbox_registry:"))
             image = f"{address}/inferfleet/bench:1"
             extra = {"inferfleet_images": {"cpu": image}, "images_extra": [image]}
             log = box.state / "registry" / "registry.log"

@@ -8,6 +8,7 @@ alone, and finally brings the demo's services back.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def main() -> None:
     slowest = max(instances, key=lambda i: i["seconds"])
     host = next(r.host for r in together.results if r.data and any(
         i.get("name") == slowest["name"] for i in r.data.get("instances", [])))
-    service = next(i["service"] for i in together.facts(host, "inferfleet_plan")["instances"]
-                   if i["name"] == slowest["name"])
+    # the serve stage ran alone: it planned and saved each host's plan itself
+    saved = json.loads((together.run_dir / "plans" / f"{host}.json").read_text())
+    service = next(i["service"] for i in saved["instances"] if i["name"] == slowest["name"])
     specs = yaml.safe_load((PROJECT / "inventories" / "sandbox" / "host_vars" / f"{host}.yml").read_text())
     alone_spec = [s for s in specs["inferfleet_services"] if s["name"] == service]
     # the slowest service alone, with nothing else running anywhere

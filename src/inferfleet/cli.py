@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from datetime import datetime, timezone
 from pathlib import Path
 
-from . import runner
+from . import runner, runs
 from .runner import TaskResult
 from .text import align
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 STATUS_MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE",
                "skipped": "skipped"}
@@ -40,7 +47,13 @@ def print_recap(result: runner.RunResult) -> None:
         status = "ok" if h.healthy else "failed"
         print(_color(f"  {name:<16}{h.ok:>4}{h.changed:>9}{h.failed:>8}{h.unreachable:>13}{h.skipped:>9}", status))
     verdict = "succeeded" if result.ok else "FAILED"
-    print(f"\nrun {verdict} in {result.elapsed:.1f}s")
+    print(f"\nrun {verdict} in {result.elapsed:.1f}s{f', recorded in {result.run_dir}' if result.run_dir else ''}")
+
+
+def print_output(text: str) -> None:
+    """Ansible's own output beyond task results (what -v, -vv, -vvv add: config file, connections, commands)."""
+    for line in text.splitlines():
+        print(f"{'':14}{line}", flush=True)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -71,25 +84,138 @@ def _extravars(pairs: list[str]) -> dict:
     return extra
 
 
+class _Tee:
+    """A stream that also writes what it is given, colours stripped, to the run's log."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(ANSI.sub("", text))
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+        self._stream.flush()
+
+    def __getattr__(self, name):  # isatty, encoding, fileno: the terminal's
+        return getattr(self._stream, name)
+
+
+def _ask(prompt: str) -> str:
+    try:
+        return getpass.getpass(prompt)
+    except EOFError as err:
+        raise ValueError(f"no answer to {prompt.strip()!r}: run from a terminal, or use --vault-password-file / "
+                         "--vault-id LABEL@FILE instead of a prompt") from err
+
+
+def _secrets(args) -> runner.Secrets | None:
+    """Ask here, as ansible-playbook would: runner's pty cannot reach the terminal, and the answers then travel
+    in memory only (runner.Secrets)."""
+    labels = runner.prompted_vault_labels(args.vault_id)
+    if not (args.ask_vault_pass or args.ask_become_pass or labels):
+        return None
+    return runner.Secrets(become=_ask("BECOME password: ") if args.ask_become_pass else None,
+                          vault=_ask("Vault password: ") if args.ask_vault_pass else None,
+                          vault_ids={label: _ask(f"Vault password ({label}): ") for label in labels})
+
+
+class Refused(ValueError):
+    """Bad input found before anything ran: the problems, printed one `ERROR   ...` line each (as `plan` does)."""
+
+    def __init__(self, problems):
+        super().__init__("\n".join(f"ERROR   {p}" for p in problems))
+
+
+def _refusals(args, plan_services: bool) -> list:
+    """The inventory's problems, by the same code as `inferfleet plan` (and the validation play): up checks the
+    settings and the services; status and down only that the inventory and --limit can be read, so that a
+    broken service spec never keeps a user from stopping what runs."""
+    from .inventory import load_hosts, plan_inventory
+
+    if plan_services:
+        return plan_inventory(args.inventory, limit=args.limit).errors
+    return load_hosts(args.inventory, limit=args.limit)[1]
+
+
+@contextmanager
+def _run(args, command: str, stages: list[str] | None = None) -> Iterator[dict]:
+    """What up, status and down share: refuse bad input before anything runs, ask for the passwords, make the run
+    directory and copy everything printed into its log.txt. Yields run_playbook's options for the run."""
+    runner.check_request(args.inventory, stages)
+    problems = _refusals(args, plan_services=command == "up")
+    if problems:
+        raise Refused(problems)
+    # the files must exist before anyone is asked a password
+    runner.vault_options(args.vault_id, args.vault_password_file)
+    keep = runs.keep_count()
+    secrets = _secrets(args)
+    run_dir = runs.create(command, record={"argv": runs.redact_argv(args.argv)}, keep=keep)
+    verbosity = args.verbosity + args.global_verbosity
+    try:
+        with (run_dir / runs.LOG).open("a", encoding="utf-8") as log, \
+                redirect_stdout(_Tee(sys.stdout, log)), redirect_stderr(_Tee(sys.stderr, log)):
+            yield {"run_dir": run_dir, "verbosity": verbosity, "vault_ids": args.vault_id,
+                   "vault_password_files": args.vault_password_file, "secrets": secrets,
+                   "on_output": print_output if verbosity and not getattr(args, "json", False) else None}
+    except BaseException as err:
+        _finish(run_dir, f"error: {type(err).__name__}: {err}")
+        raise
+    _finish(run_dir, "not run")
+
+
+def _finish(run_dir: Path, status: str) -> None:
+    """A run refused or broken before the playbook ended still gets an end, else it would read as in progress
+    (and never be pruned) for as long as this process lives."""
+    if not runs.read_record(run_dir).get("finished"):
+        runs.update_record(run_dir, {"finished": runs.timestamp(datetime.now(timezone.utc)), "ok": False,
+                                     "status": status})
+
+
 def cmd_up(args) -> int:
     stages = _split(args.stages)
-    if not args.json:
-        print(f"inferfleet: running {'stages ' + ','.join(stages) if stages else 'all stages'} on {args.inventory}"
-              f"{' (check mode)' if args.check else ''}", flush=True)
     try:
-        result = runner.up(args.inventory, stages=stages, limit=args.limit, check=args.check, diff=args.diff,
-                           extravars=_extravars(args.extra_vars),
-                           on_result=None if args.json else print_result)
+        extravars = _extravars(args.extra_vars)
+        if args.plan:
+            extravars["inferfleet_saved_plan"] = str(_saved_plan(args.plan))
+        with _run(args, "up", stages) as options:
+            if not args.json:
+                print(f"inferfleet: running {'stages ' + ','.join(stages) if stages else 'all stages'} on "
+                      f"{args.inventory}{' (check mode)' if args.check else ''}", flush=True)
+            result = runner.up(args.inventory, stages=stages, limit=args.limit, check=args.check, diff=args.diff,
+                               extravars=extravars, on_result=None if args.json else print_result, **options)
+            if args.json:
+                print(json.dumps(result.to_dict(), indent=2))
+            else:
+                for error in result.errors:
+                    print(error, file=sys.stderr)
+                print_recap(result)
     except (FileNotFoundError, ValueError) as err:
-        print(f"inferfleet: {err}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        for error in result.errors:
-            print(error, file=sys.stderr)
-        print_recap(result)
+        return _report(err)
     return 0 if result.ok else 1
+
+
+def _report(err: Exception) -> int:
+    """Input refused before anything ran: exit 2."""
+    print(err if isinstance(err, Refused) else f"inferfleet: {err}", file=sys.stderr)
+    return 2
+
+
+def _saved_plan(path: str) -> Path:
+    """A plan file `inferfleet plan --save` wrote; whether it is still current is judged per host in preflight."""
+    from .planner import PLAN_FORMAT
+
+    plan = Path(path).resolve()
+    try:
+        document = json.loads(plan.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--plan {path}: cannot read a saved plan ({err}); save one with inferfleet plan -i "
+                         f"INVENTORY --save FILE") from err
+    if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT or "hosts" not in document:
+        raise ValueError(f"--plan {path}: not a saved plan of format {PLAN_FORMAT}; save one with inferfleet plan "
+                         f"-i INVENTORY --save FILE")
+    return plan
 
 
 def _sandbox(args):
@@ -114,7 +240,8 @@ def render_plan(plan) -> list[str]:
     columns = ("instance", "task", "devices", "port", "tp", "mem", "kv/token", "weights/card", "max conc", "image")
     for name, host in sorted(plan.hosts.items()):
         accel = host.accelerator
-        cards = f"{accel['count']} x {accel['model']} {accel['memory_gib']} GiB" if accel["count"] else "no cards"
+        cards = (f"{accel['count']} x {accel['model']} {accel['memory_gib']} GiB" if accel.get("count")
+                 else "no cards" if accel else "not planned: its settings are invalid")
         tags = [t for t, on in (("discovered", accel.get("discovered")), ("SIMULATED", accel.get("simulated"))) if on]
         lines.append(f"host {name} ({host.platform}, {cards}{', ' + ', '.join(tags) if tags else ''})")
         if not host.instances:
@@ -141,23 +268,34 @@ def render_plan(plan) -> list[str]:
 
 
 def cmd_plan(args) -> int:
-    from . import planner
+    from .inventory import plan_inventory
     from .paths import project_dir
 
-    inventory = Path(args.inventory)
-    if not inventory.exists():
-        print(f"inferfleet: inventory {inventory} does not exist", file=sys.stderr)
-        return 2
     facts_dir = Path(args.facts_dir) if args.facts_dir else project_dir() / ".cache" / "facts"
-    hosts = planner.hosts_from_inventory(inventory, facts_dir if facts_dir.is_dir() else None)
-    if args.limit:
-        hosts = [h for h in hosts if h.name in set(args.limit.split(","))]
-    plan = planner.plan_hosts(hosts)
+    plan = plan_inventory(args.inventory, limit=args.limit, facts_dir=facts_dir if facts_dir.is_dir() else None)
+    document = plan.to_dict()
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        # indented for a person; compact into a pipe, where a wide fleet's plan is tens of MB
+        print(json.dumps(document, indent=2 if sys.stdout.isatty() else None))
     else:
         print("\n".join(render_plan(plan)))
+    if args.save and plan.ok:
+        _write_plan(Path(args.save), {k: document[k] for k in ("format", "hash", "hosts")})
+        print(f"plan saved to {args.save} (hash {document['hash'][:12]}); apply it with: inferfleet up -i "
+              f"{args.inventory} --plan {args.save}", file=sys.stderr)
+    elif args.save:
+        print(f"inferfleet: an invalid plan is not saved ({args.save} left as it was)", file=sys.stderr)
     return 0 if plan.ok else 2
+
+
+def _write_plan(path: Path, document: dict) -> None:
+    """Readable by the user only: a plan holds the services' environment, which may carry tokens."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle, indent=2, sort_keys=True)
 
 
 STATUS_COLUMNS = ("host", "service", "instance", "image", "state", "health", "port", "uptime")
@@ -165,31 +303,68 @@ STATUS_COLUMNS = ("host", "service", "instance", "image", "state", "health", "po
 
 def cmd_status(args) -> int:
     try:
-        result = runner.run_playbook(args.inventory, "playbooks/status.yml", limit=args.limit)
+        with _run(args, "status") as options:
+            result = runner.run_playbook(args.inventory, "playbooks/status.yml", limit=args.limit, command="status",
+                                         **options)
+            rows = [row for host in sorted(result.hosts) for row in (result.facts(host, "inferfleet_status") or [])]
+            if args.json:
+                print(json.dumps({"instances": rows, "ok": result.ok,
+                                  "failures": [{"host": f.host, "msg": f.msg} for f in result.failures],
+                                  "run_dir": str(result.run_dir)}, indent=2))
+            else:
+                for line in align([STATUS_COLUMNS] + [tuple(str(r[c]) for c in STATUS_COLUMNS) for r in rows]):
+                    print(line)
+                for failure in result.failures:
+                    print(f"FAILED {failure.host}: {failure.msg}", file=sys.stderr)
     except (FileNotFoundError, ValueError) as err:
-        print(f"inferfleet: {err}", file=sys.stderr)
-        return 2
-    rows = [row for host in sorted(result.hosts) for row in (result.facts(host, "inferfleet_status") or [])]
-    if args.json:
-        print(json.dumps({"instances": rows, "ok": result.ok,
-                          "failures": [{"host": f.host, "msg": f.msg} for f in result.failures]}, indent=2))
-    else:
-        for line in align([STATUS_COLUMNS] + [tuple(str(r[c]) for c in STATUS_COLUMNS) for r in rows]):
-            print(line)
-        for failure in result.failures:
-            print(f"FAILED {failure.host}: {failure.msg}", file=sys.stderr)
+        return _report(err)
     return 0 if result.ok else 1
 
 
 def cmd_down(args) -> int:
     try:
-        result = runner.run_playbook(args.inventory, "playbooks/stop.yml", limit=args.limit,
-                                     on_result=print_result)
+        with _run(args, "down") as options:
+            result = runner.run_playbook(args.inventory, "playbooks/stop.yml", limit=args.limit, command="down",
+                                         on_result=print_result, **options)
+            print_recap(result)
     except (FileNotFoundError, ValueError) as err:
+        return _report(err)
+    return 0 if result.ok else 1
+
+
+RUNS_COLUMNS = ("id", "command", "started", "elapsed", "ok", "inventory")
+
+
+def _runs_row(entry: dict) -> tuple[str, ...]:
+    elapsed = entry.get("elapsed")
+    ok = {True: "ok", False: "FAILED"}.get(entry.get("ok"), "running" if runs.in_progress(entry) else "?")
+    return (entry["id"], str(entry.get("command", "?")), str(entry.get("started", "?")),
+            "-" if elapsed is None else f"{elapsed:.1f}s", ok, str(entry.get("inventory") or "-"))
+
+
+def cmd_runs(args) -> int:
+    try:
+        root = runs.runs_root()
+        if args.runs_command == "show":
+            entry = runs.resolve(args.id, root)
+            record = runs.read_record(Path(entry["path"]))
+            if args.json or args.show_json:
+                print(json.dumps({**record, "path": entry["path"]}, indent=2))
+            else:
+                print(entry["path"])
+                print(json.dumps(record, indent=2))
+            return 0
+        entries = runs.list_runs(root)
+    except (FileNotFoundError, LookupError) as err:
         print(f"inferfleet: {err}", file=sys.stderr)
         return 2
-    print_recap(result)
-    return 0 if result.ok else 1
+    if args.json:
+        print(json.dumps([{key: e.get(key) for key in (*RUNS_COLUMNS, "rc", "path")} for e in entries], indent=2))
+    elif not entries:
+        print(f"no runs under {root} yet")
+    else:
+        print("\n".join(align([RUNS_COLUMNS] + [_runs_row(e) for e in entries])))
+    return 0
 
 
 def cmd_sandbox_up(args) -> int:
@@ -249,37 +424,93 @@ def cmd_sandbox_fault(args) -> int:
     return 0
 
 
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    lines = []
+    for dist in ("inferfleet", "ansible-core", "ansible-runner"):
+        try:
+            lines.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            lines.append(f"{dist} not installed")
+    return "\n".join(lines)
+
+
+class _Version(argparse.Action):
+    """--version, computed when asked (argparse's own wants the text when the parser is built)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_versions())
+        parser.exit()
+
+
+def _verbosity(parser: argparse.ArgumentParser, dest: str = "verbosity") -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest=dest,
+                        help="more Ansible output, as ansible-playbook -v (-vvv for connection debugging)")
+
+
+def _playbook_options(parser: argparse.ArgumentParser) -> None:
+    """What ansible-playbook users pass to every run: inventory, limit, verbosity, vault, become."""
+    parser.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    parser.add_argument("--limit", help="host pattern, as ansible-playbook --limit (checked against the inventory)")
+    _verbosity(parser)
+    parser.add_argument("--vault-id", action="append", default=[], metavar="[LABEL@]FILE|prompt",
+                        help="vault identity, as ansible-playbook --vault-id (repeatable)")
+    parser.add_argument("--vault-password-file", "--vault-pass-file", action="append", default=[], metavar="FILE",
+                        help="file holding the vault password (repeatable)")
+    parser.add_argument("-J", "--ask-vault-pass", "--ask-vault-password", action="store_true",
+                        help="ask for the vault password")
+    parser.add_argument("-K", "--ask-become-pass", action="store_true",
+                        help="ask for the privilege escalation (become) password")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inferfleet", description=__doc__)
+    parser.add_argument("--version", action=_Version, help="print inferfleet's and Ansible's versions and exit")
+    # also before the subcommand (inferfleet -vv up ...); a dest of its own, since a subparser's default would
+    # overwrite it, and the two add up
+    _verbosity(parser, dest="global_verbosity")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the pipeline (site.yml) against an inventory")
-    up.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    _playbook_options(up)
     up.add_argument("--stages", help="comma-separated stages to run (default: all)")
-    up.add_argument("--limit", help="host pattern, as ansible-playbook --limit")
     up.add_argument("--check", action="store_true", help="report what would change, change nothing")
     up.add_argument("--diff", action="store_true", help="show file differences")
     up.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE")
     up.add_argument("--json", action="store_true", help="print one JSON document instead of progress")
+    up.add_argument("--plan", metavar="FILE", help="apply a plan saved by `inferfleet plan --save`; refused where the "
+                                                    "inventory or the discovered cards changed since")
     up.set_defaults(func=cmd_up)
 
     plan = sub.add_parser("plan", help="compute the deployment offline and show it (exit 2 on errors)")
     plan.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
     plan.add_argument("--json", action="store_true", help="print one JSON document")
-    plan.add_argument("--limit", help="comma-separated host names")
+    plan.add_argument("--limit", help="host pattern, as ansible-playbook --limit")
     plan.add_argument("--facts-dir", help="Ansible fact cache with discovered cards (default: .cache/facts)")
+    plan.add_argument("--save", metavar="FILE", help="also write the plan to FILE, for `inferfleet up --plan FILE`")
     plan.set_defaults(func=cmd_plan)
 
     status = sub.add_parser("status", help="show every model service instance: state, health, port, uptime")
-    status.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
-    status.add_argument("--limit", help="host pattern")
+    _playbook_options(status)
     status.add_argument("--json", action="store_true", help="print one JSON document")
     status.set_defaults(func=cmd_status)
 
     down = sub.add_parser("down", help="stop and remove inferfleet's containers (others are left alone)")
-    down.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
-    down.add_argument("--limit", help="host pattern")
+    _playbook_options(down)
     down.set_defaults(func=cmd_down)
+
+    runs_ = sub.add_parser("runs", help="list the recorded runs of up, status and down, newest first")
+    runs_.add_argument("--json", action="store_true", help="print one JSON document")
+    rsub = runs_.add_subparsers(dest="runs_command")
+    show = rsub.add_parser("show", help="print a run's record (run.json) and its directory")
+    show.add_argument("id", help="run id, a unique prefix of one, or `latest`")
+    # a dest of its own: the subparser's default would overwrite `runs --json show ID`
+    show.add_argument("--json", action="store_true", dest="show_json", help="one JSON document: record and path")
+    runs_.set_defaults(func=cmd_runs)
 
     sandbox = sub.add_parser("sandbox", help="the local test fleet with SIMULATED accelerators")
     sandbox.add_argument("--name", default="inferfleet", help="sandbox name (several can coexist)")
@@ -309,8 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.argv = argv  # for the run record (runs.redact_argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        # at a password prompt or mid-run: the run's record says so (runner.run_playbook), no traceback here
+        print("\ninferfleet: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,178 +1,202 @@
-"""Validation of inferfleet's inventory variables: one source of truth for the CLI, the API and the Ansible
-preflight (plugins/action/inferfleet_validate.py imports this module).
+"""Reading an inventory the way ansible-playbook does, for the CLI and the API: each host's merged variables
+(templated as a playbook would see them) and the cards preflight left in the fact cache.
 
-Each problem names the host, the variable and the fix, so that bad input is refused before any host changes.
+Nothing here judges a value: the schema (inferfleet.schema) does. What is refused here is an inventory Ansible
+itself cannot read: a missing path, a file it cannot parse, no hosts, a --limit matching nothing.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass
+import json
+import os
+from pathlib import Path
 
-from inferfleet.tuning import GOVERNORS, IDLE_STATE_NAME
+import yaml
 
-PLATFORMS = ("gaudi", "ascend", "nvidia", "cpu")
-ACCELERATOR_KEYS = {"model": str, "count": int, "memory_gib": (int, float)}
-PLATFORM_GROUPS = set(PLATFORMS)
-URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
-HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?$")
+from .paths import project_dir
+from .planner import HostInput
+from .schema import OWNED_PREFIXES, InventoryProblem, Problem
 
-
-@dataclass(frozen=True)
-class Problem:
-    host: str
-    field: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"host {self.host}: {self.field}: {self.message} (fix: {self.fix})"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# Variables the planner reads besides the schema's own.
+PLANNER_VARS = ("ansible_host",)
 
 
-def _type_name(value) -> str:
-    return type(value).__name__
+def _ansible_settings() -> None:
+    """The project's ansible.cfg (it tells Ansible which files of an inventory directory are not inventory), and
+    an unparsable source as an error rather than a warning followed by an empty fleet. Ansible reads its
+    configuration once, at first import: the same file the playbook runs use, whatever the caller's environment
+    names."""
+    os.environ["ANSIBLE_CONFIG"] = str(project_dir() / "ansible.cfg")
+    os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "true"
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def load_hosts(inventory: str | Path, facts_dir: Path | None = None,
+               limit: str | None = None) -> tuple[list[HostInput], list[Problem]]:
+    """The hosts of an inventory with their inferfleet variables, or the problems that stop reading it."""
+    source = str(inventory)
+    path = Path(inventory)
+    if not path.exists():
+        return [], [InventoryProblem(source, "inventory", "does not exist",
+                                     "give the inventory's hosts file or directory with -i")]
+    _ansible_settings()
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    try:
+        manager = InventoryManager(loader=loader, sources=[source])
+    except AnsibleError as err:
+        return [], [_parse_problem(source, path, err)]
+    all_hosts = manager.get_hosts()
+    if not all_hosts:
+        return [], [InventoryProblem(source, "hosts", "the inventory has no hosts",
+                                     "list hosts under all.children.<group>.hosts (see inventories/prod/hosts.yml)")]
+    if limit:
+        manager.subset(limit)
+        if not manager.get_hosts():
+            every = sorted(h.name for h in all_hosts)
+            names = ", ".join(every[:10]) + (f", ... ({len(every)} in all)" if len(every) > 10 else "")
+            return [], [InventoryProblem(source, "--limit", f"{limit!r} matches no host of the inventory",
+                                         f"use a host or group pattern of the inventory (hosts: {names})")]
+    variables = VariableManager(loader=loader, inventory=manager)
+    resolved = path.resolve()
+    base_dir = resolved if resolved.is_dir() else resolved.parent
+    hosts, problems = [], []
+    for host in manager.get_hosts():
+        try:
+            hv = variables.get_vars(host=host, include_hostvars=False)
+        except AnsibleError as err:
+            problems.append(_parse_problem(source, path, err))
+            continue
+        plain, host_problems = templated_settings(host.name, hv, Templar(loader=loader, variables=hv))
+        problems += host_problems
+        discovered = cached_accelerators(facts_dir, host.name) if facts_dir is not None else None
+        hosts.append(HostInput(host.name, plain, tuple(g.name for g in host.get_groups()), discovered, base_dir))
+    # one broken vars file is reported once, not once per host reading it
+    return hosts, list(dict.fromkeys(problems))
 
 
-def validate_host(host: str, host_vars: dict, groups: list[str] | tuple[str, ...] = ()) -> list[Problem]:
-    """Problems in one host's inferfleet variables; an empty list means the host may proceed."""
-    problems: list[Problem] = []
+def templated_settings(host: str, hv: dict, templar) -> tuple[dict, list[Problem]]:
+    """Our variables rendered as a playbook would see them; a template that fails is that variable's problem."""
+    from ansible.errors import AnsibleError
 
-    def add(field: str, message: str, fix: str) -> None:
-        problems.append(Problem(host, field, message, fix))
-
-    platform = host_vars.get("inferfleet_platform")
-    if platform is None:
-        add("inferfleet_platform", "is not set",
-            f"set inferfleet_platform to one of {', '.join(PLATFORMS)} in host_vars or group_vars")
-    elif platform not in PLATFORMS:
-        add("inferfleet_platform", f"{platform!r} is not a supported platform",
-            f"use one of {', '.join(PLATFORMS)}")
-    else:
-        platform_groups = sorted(PLATFORM_GROUPS & set(groups))
-        wrong = [g for g in platform_groups if g != platform]
-        if wrong:
-            add("inferfleet_platform", f"is {platform!r} but the host is in inventory group {wrong[0]!r}",
-                f"move the host to group {platform!r} or set inferfleet_platform: {wrong[0]}")
-
-    accel = host_vars.get("inferfleet_accelerator")
-    needs_accel = platform in PLATFORMS and platform != "cpu"
-    if accel is None:
-        if needs_accel:
-            add("inferfleet_accelerator", "is not set",
-                "describe the cards, e.g. inferfleet_accelerator: {model: HL-225, count: 8, memory_gib: 96}")
-    elif not isinstance(accel, dict):
-        add("inferfleet_accelerator", f"must be a mapping, got {_type_name(accel)}",
-            "write it as {model: ..., count: ..., memory_gib: ...}")
-    else:
-        for key in sorted(set(accel) - set(ACCELERATOR_KEYS)):
-            add(f"inferfleet_accelerator.{key}", "is not a known key",
-                f"remove it or correct the spelling (known keys: {', '.join(ACCELERATOR_KEYS)})")
-        if needs_accel:
-            for key in ACCELERATOR_KEYS:
-                if key not in accel:
-                    add(f"inferfleet_accelerator.{key}", "is missing", f"add inferfleet_accelerator.{key}")
-        model = accel.get("model")
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            add("inferfleet_accelerator.model", "must be a non-empty string", "give the card model, e.g. HL-225")
-        count = accel.get("count")
-        if count is not None and (not _is_int(count) or count < (1 if needs_accel else 0)):
-            add("inferfleet_accelerator.count", f"must be a whole number >= 1, got {count!r}",
-                "give the number of cards in the host, e.g. 8")
-        memory = accel.get("memory_gib")
-        if memory is not None and (isinstance(memory, bool) or not isinstance(memory, (int, float))
-                                   or memory <= 0):
-            add("inferfleet_accelerator.memory_gib", f"must be a positive number, got {memory!r}",
-                "give the memory of one card in GiB, e.g. 96")
-
-    for field in ("inferfleet_registry_mirror", "inferfleet_docker_hub_mirror"):
-        url = host_vars.get(field)
-        if url not in (None, "") and (not isinstance(url, str) or not URL.match(url)):
-            add(field, f"{url!r} is not an http(s) URL", "write it as http://HOST:PORT or https://HOST")
-    _string_list(host_vars, add, "inferfleet_insecure_registries", HOST_PORT, "is not HOST[:PORT]",
-                 "write it as a YAML list of HOST:PORT entries", "list registries as HOST:PORT without a scheme")
-    _validate_tuning(host_vars, add)
-    _validate_docker(host_vars, add)
-    return problems
+    wanted = {k: v for k, v in hv.items() if k.startswith(OWNED_PREFIXES) or k in PLANNER_VARS}
+    serving = wanted.get("inferfleet_serving", True) not in (False, "false", "no")
+    plain, problems = {}, []
+    for key, value in wanted.items():
+        if key == "inferfleet_services" and not serving:
+            continue  # a fleet without serving may name models that are not there
+        if not _has_template(value):
+            plain[key] = plain_value(value)
+            continue
+        try:
+            plain[key] = plain_value(templar.template(value))
+        except AnsibleError as err:
+            reason = str(err).splitlines()[0].strip()
+            problems.append(Problem(host, key, f"cannot be rendered: {reason}",
+                                    "define the variable the template uses, or write the value out"))
+    return plain, problems
 
 
-def _whole_number(value) -> int | None:
-    """An int from an int or a string of digits (`-e key=15000` arrives as a string); None otherwise."""
-    if _is_int(value):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\d+", value.strip()):
-        return int(value)
+def _has_template(value) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _parse_problem(source: str, path: Path, err) -> Problem:
+    """An inventory Ansible could not read, as a problem naming the file and line. Ansible 2.19 does not name the
+    file of a YAML error in a vars file, so the inventory's YAML files are read again to find it."""
+    base = path.resolve() if path.is_dir() else path.resolve().parent
+    for candidate in _yaml_files(path):
+        try:
+            loaded = yaml.safe_load(candidate.read_text())
+        except (OSError, UnicodeDecodeError) as read_err:
+            return InventoryProblem(source, _relative(candidate, base), f"cannot be read ({read_err})",
+                                    "make the file readable text")
+        except yaml.YAMLError as yaml_err:
+            mark = getattr(yaml_err, "problem_mark", None)
+            line = f" near line {mark.line + 1}" if mark else ""
+            reason = " ".join(str(getattr(yaml_err, "problem", "") or yaml_err).split())
+            return InventoryProblem(source, _relative(candidate, base), f"is not valid YAML: {reason}{line}",
+                                    f"correct the YAML syntax{line} of {_relative(candidate, base)}")
+        if candidate.parent.name not in ("group_vars", "host_vars") and loaded is not None \
+                and not isinstance(loaded, dict):
+            return InventoryProblem(source, _relative(candidate, base),
+                                    f"is not an inventory: it holds a {type(loaded).__name__}, not a mapping of groups",
+                                    "write it as all: {children: {GROUP: {hosts: {HOST: {...}}}}}")
+    reason = " ".join(next((ln for ln in str(err).splitlines() if ln.strip()), "cannot be parsed").split())
+    if path.is_dir() and not any(path.iterdir()):
+        reason = "the directory is empty"
+    return InventoryProblem(source, path.name if path.is_file() else "inventory",
+                            f"cannot be parsed by Ansible: {reason[:200]}",
+                            f"check it with: ansible-inventory -i {source} --list")
+
+
+def _yaml_files(path: Path) -> list[Path]:
+    """The YAML files Ansible reads for an inventory: the hosts file(s) and the group_vars/host_vars beside."""
+    base = path if path.is_dir() else path.parent
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".yml", ".yaml"))
+    for part in ("group_vars", "host_vars"):
+        if (base / part).is_dir():
+            files += sorted(p for p in (base / part).rglob("*") if p.is_file() and p.suffix in ("", ".yml", ".yaml"))
+    return files
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base))
+    except ValueError:
+        return str(path)
+
+
+def cached_accelerators(facts_dir: Path, host: str) -> dict | None:
+    """The inferfleet_accel facts preflight left in Ansible's jsonfile fact cache (ansible-core 2.19 writes
+    s1_<host> files holding a JSON envelope {"__payload__": "<json>"}; older versions <host> with the facts)."""
+    for name in (f"s1_{host}", host):
+        path = facts_dir / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and isinstance(data.get("__payload__"), str):
+                data = json.loads(data["__payload__"])
+        except ValueError:
+            return None
+        if isinstance(data, dict):
+            return data.get("inferfleet_accel") or data.get("ansible_inferfleet_accel")
     return None
 
 
-def _choice(host_vars: dict, add, field: str, choices, fix_example: str) -> None:
-    value = host_vars.get(field)
-    if value is not None and value not in choices:
-        add(field, f"{value!r} is not one of {', '.join(map(str, choices))}", f"set {field}: {fix_example}")
+def plain_value(value):
+    """Ansible's tagged strings and lazy containers as plain Python values."""
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
 
 
-def _string_list(host_vars: dict, add, field: str, pattern, item_problem: str, list_fix: str, item_fix: str) -> None:
-    """A list variable whose items must be strings matching `pattern`."""
-    items = host_vars.get(field)
-    if items is None:
-        return
-    if not isinstance(items, list):
-        add(field, f"must be a list, got {_type_name(items)}", list_fix)
-        return
-    for item in items:
-        if not isinstance(item, str) or not pattern.match(item):
-            add(field, f"{item!r} {item_problem}", item_fix)
+def plan_inventory(inventory: str | Path, limit: str | None = None, facts_dir: Path | None = None):
+    """The plan of an inventory as `inferfleet plan` shows it: the inventory's own problems, then the planner's."""
+    from .planner import Plan, plan_hosts
 
-
-def _validate_tuning(host_vars: dict, add) -> None:
-    """Variables of the tune stage (role host_tuning)."""
-    for field in ("host_tuning_hugepages", "host_tuning_intel_idle_max_cstate", "host_tuning_reboot_timeout"):
-        value = host_vars.get(field)
-        if value is None:
-            continue
-        number = _whole_number(value)
-        if number is None or number < 0:
-            add(field, f"must be a whole number >= 0, got {value!r}",
-                f"write a plain number, e.g. {field}: 15000" if field == "host_tuning_hugepages"
-                else f"write a plain number, e.g. {field}: 0")
-    _choice(host_vars, add, "host_tuning_governor", GOVERNORS, "performance")
-    _choice(host_vars, add, "host_tuning_reboot", ("never", "if_needed"), "never")
-    _string_list(host_vars, add, "host_tuning_disable_idle_states", IDLE_STATE_NAME, "is not an idle state name",
-                 "write it as a YAML list, e.g. [C1E, C6]",
-                 "use names as in /sys/devices/system/cpu/cpu0/cpuidle/state*/name, e.g. C1E, C6")
-    args = host_vars.get("host_tuning_kernel_cmdline")
-    if args is not None:
-        if not isinstance(args, dict):
-            add("host_tuning_kernel_cmdline", f"must be a mapping, got {_type_name(args)}",
-                "write it as key: value, e.g. {intel_iommu: 'on', iommu: pt}")
-        else:
-            for key in args:
-                if not isinstance(key, str) or not re.fullmatch(r"[^\s=\"]+", key):
-                    add("host_tuning_kernel_cmdline", f"key {key!r} is not a kernel argument name",
-                        "use the part before '=' as the key and put the value on the right")
-
-
-def _validate_docker(host_vars: dict, add) -> None:
-    """Variables of the docker stage (roles docker_engine and accel_runtime)."""
-    _choice(host_vars, add, "docker_engine_source", ("upstream", "distro"), "distro")
-    _choice(host_vars, add, "accel_runtime_ascend_mode", ("devices", "runtime"), "devices")
-    options = host_vars.get("docker_engine_daemon_options")
-    if options is not None and not isinstance(options, dict):
-        add("docker_engine_daemon_options", f"must be a mapping, got {_type_name(options)}",
-            'write daemon.json keys as a mapping, e.g. {"log-driver": "json-file"}')
-    users = host_vars.get("docker_engine_users")
-    if users is not None and (not isinstance(users, list) or not all(isinstance(u, str) and u for u in users)):
-        add("docker_engine_users", f"must be a list of user names, got {users!r}", "write e.g. [alice, bob]")
-
-
-def validate_inventory(hosts: dict[str, dict], groups_of: dict[str, list[str]] | None = None) -> list[Problem]:
-    problems: list[Problem] = []
-    for host in sorted(hosts):
-        problems.extend(validate_host(host, hosts[host], (groups_of or {}).get(host, ())))
-    return problems
+    hosts, problems = load_hosts(inventory, facts_dir, limit)
+    if problems:
+        return Plan(errors=problems)
+    return plan_hosts(hosts)

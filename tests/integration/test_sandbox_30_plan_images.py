@@ -28,7 +28,7 @@ def tiny_image(sandbox, tmp_path_factory):
     subprocess.run(["docker", "push", "-q", local], check=True, capture_output=True)
     inventory = sandbox.inventory.read_text()
     registry_address = next(line.split(": ")[1] for line in inventory.splitlines()
-                            if line.strip().startswith("inferfleet_registry:"))
+                            if line.strip().startswith("inferfleet_sandbox_registry:"))
     return f"{registry_address}/inferfleet/tiny:1"
 
 
@@ -45,7 +45,7 @@ def test_plan_uses_the_discovered_module_ids(sandbox, tiny_image):
     extra["inferfleet_services"][0]["tensor_parallel_size"] = 2
     result = up(sandbox.inventory, stages=["preflight"], limit="gaudi2-1", extravars=extra)
     assert result.ok, result.failures
-    plan = result.facts("gaudi2-1", "inferfleet_plan")
+    plan = json.loads((result.run_dir / "plan.json").read_text())["hosts"]["gaudi2-1"]
     assert plan["accelerator"]["discovered"] is True and plan["accelerator"]["simulated"] is True
     # the gaudi2 profile's module ids for cards 0 and 1 (hl-smi -Q index,module_id)
     assert plan["instances"][0]["env"]["HABANA_VISIBLE_MODULES"] == "2,6"

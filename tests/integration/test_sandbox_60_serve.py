@@ -12,7 +12,7 @@ import yaml
 from helpers import ROOT
 from test_sandbox_00_preflight import ssh
 
-from inferfleet import run_playbook, up
+from inferfleet import cli, run_playbook, up
 
 pytestmark = pytest.mark.integration
 HOST_VARS = ROOT / "inventories" / "sandbox" / "host_vars"
@@ -94,6 +94,46 @@ def test_second_run_changes_nothing_and_restarts_nothing(served):
     assert again.ok, again.failures
     assert {host: recap.changed for host, recap in again.hosts.items()} == dict.fromkeys(INSTANCES, 0)
     assert {host: started_at(served, host) for host in INSTANCES} == before
+
+
+def saved_plan(sandbox, path):
+    """`inferfleet plan --save` after preflight: the plan of the discovered cards (from the fact cache)."""
+    assert cli.main(["plan", "-i", str(sandbox.inventory), "--save", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def test_the_run_applies_the_saved_plan_byte_for_byte(served, tmp_path):
+    document = saved_plan(served, tmp_path / "plan.json")
+    result = up(served.inventory, extravars={"inferfleet_saved_plan": str(tmp_path / "plan.json")})
+    assert result.ok, result.failures
+    assert {host: recap.changed for host, recap in result.hosts.items()} == dict.fromkeys(INSTANCES, 0)
+    assert json.loads((result.run_dir / "plan.json").read_text()) == document
+    for host, plan in document["hosts"].items():
+        for inst in plan["instances"]:
+            want = inst["container"]
+            (have,) = json.loads(ssh(served, host, f"docker inspect {want['name']}").stdout)
+            config, host_config = have["Config"], have["HostConfig"]
+            env = dict(item.split("=", 1) for item in config["Env"])
+            assert (config["Image"], config["Entrypoint"], config["Cmd"]) == (
+                want["image"], want["entrypoint"], want["command"])
+            assert {k: env.get(k) for k in want["env"]} == want["env"]
+            assert {k: config["Labels"].get(k) for k in want["labels"]} == want["labels"]
+            assert host_config["Runtime"] == (want["runtime"] or "runc")
+            assert host_config["NetworkMode"] == want["network_mode"]
+            assert host_config["RestartPolicy"]["Name"] == want["restart_policy"]
+            assert sorted(c.lower().removeprefix("cap_") for c in host_config["CapAdd"] or []) == sorted(
+                want["capabilities"])
+            assert [f"{d['PathOnHost']}:{d['PathInContainer']}" for d in host_config["Devices"] or []] == \
+                want["devices"]
+
+
+def test_a_saved_plan_is_refused_once_its_inputs_changed(served, tmp_path):
+    saved_plan(served, tmp_path / "plan.json")
+    result = up(served.inventory, stages=["preflight"], extravars={
+        "inferfleet_saved_plan": str(tmp_path / "plan.json"), "host_tuning_hugepages": 14000})
+    assert not result.ok
+    messages = "\n".join(f.msg for f in result.failures)
+    assert "inferfleet_saved_plan" in messages and "is stale: the host's settings" in messages
 
 
 def test_status_reports_every_instance(served):

@@ -8,13 +8,8 @@ import sys
 import pytest
 from helpers import ROOT
 
-from inferfleet.planner import (
-    HostInput,
-    hosts_from_inventory,
-    hpu_buckets,
-    kv_bytes_per_token,
-    plan_hosts,
-)
+from inferfleet.inventory import load_hosts
+from inferfleet.planner import HostInput, hpu_buckets, kv_bytes_per_token, plan_hosts
 
 PROD = ROOT / "inventories" / "prod"
 CONFIGS = PROD / "model_configs"
@@ -64,7 +59,12 @@ def test_max_concurrency_follows_the_formula():
 
 
 def issues(plan):
-    return [(e.host, e.service, e.field) for e in plan.errors]
+    """(host, service, key) of each error on a service key."""
+    found = []
+    for e in plan.errors:
+        service, _, key = e.field.removeprefix("inferfleet_services[").partition("].")
+        found.append((e.host, service, key))
+    return found
 
 
 @pytest.mark.parametrize(("services", "expected"), [
@@ -177,13 +177,15 @@ def test_gaudi_and_ascend_container_flags():
     argv = inst["docker_run"]
     assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "1"
     for part in ("/dev/davinci1:/dev/davinci1", "/dev/davinci_manager:/dev/davinci_manager",
-                 "/usr/local/Ascend/driver/lib64/:/usr/local/Ascend/driver/lib64/:ro"):
+                 "/usr/local/Ascend/driver/lib64:/usr/local/Ascend/driver/lib64:ro"):
         assert part in argv
     assert argv[argv.index("--entrypoint") + 1:][:3] == ["vllm", "quay.io/ascend/vllm-ascend:v0.11.0", "serve"]
 
 
 def test_prod_inventory_plans_the_seed_deployments():
-    plan = plan_hosts(hosts_from_inventory(PROD / "hosts.yml"))
+    hosts, problems = load_hosts(PROD / "hosts.yml")
+    assert problems == []
+    plan = plan_hosts(hosts)
     assert plan.ok, [str(e) for e in plan.errors]
     gaudi = {i["name"]: i for i in plan.hosts["gaudi2-node01"].instances}
     assert gaudi["qwen2-72b"]["devices"] == [0, 1, 2, 3] and gaudi["qwen2-72b"]["tensor_parallel_size"] == 4
@@ -199,7 +201,7 @@ def test_plan_cli_json_and_exit_codes(tmp_path):
                           "--facts-dir", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     document = json.loads(out.stdout)
-    assert set(document) == {"hosts", "errors", "warnings"}
+    assert set(document) == {"format", "hash", "hosts", "errors", "warnings"}
     inst = document["hosts"]["gaudi2-node01"]["instances"][0]
     assert {"service", "name", "image", "devices", "port", "tensor_parallel_size", "memory_fraction", "env",
             "docker_run", "health_url", "kv_cache"} <= set(inst)
@@ -209,4 +211,53 @@ def test_plan_cli_json_and_exit_codes(tmp_path):
                    "      inferfleet_services: [{name: x, model: /m, task: embed, port: 80, devices: [0]}]\n")
     out = subprocess.run([sys.executable, "-m", "inferfleet.cli", "plan", "-i", str(bad)], capture_output=True,
                          text=True)
-    assert out.returncode == 2 and "service x: devices" in out.stdout
+    assert out.returncode == 2 and "inferfleet_services[x].devices: a cpu host has no cards" in out.stdout
+
+
+def test_presets_and_serving_defaults_come_from_the_role_data_files():
+    from inferfleet.planner import presets, serving_default
+
+    env = plan_one([llm()]).hosts["h1"].instances[0]["env"]
+    for key, value in presets()["gaudi/vllm-fork"]["default"].items():
+        assert env[key] == value
+    cpu = {"inferfleet_platform": "cpu", "inferfleet_images": {"cpu": "reg/vllm-cpu:1"}}
+    inst = plan_one([{"name": "e", "model": "/m/e", "task": "embed", "port": 9000}], base=cpu).hosts["h1"].instances[0]
+    assert inst["args"][inst["args"].index("--max-num-seqs") + 1] == str(serving_default("max_num_seqs", "cpu"))
+    assert inst["startup_timeout"] == serving_default("startup_timeout", "cpu")
+    assert inst["container"]["restart_policy"] == serving_default("restart_policy")
+
+
+def test_a_host_without_serving_plans_nothing_and_reads_no_service():
+    plan = plan_one([{"name": "broken", "model_config": "{{ undefined }}"}], inferfleet_serving=False)
+    assert plan.ok, plan.errors
+    assert plan.hosts["h1"].instances == []
+
+
+def test_plan_inputs_change_with_settings_and_with_discovered_cards():
+    from inferfleet.planner import stale_reasons
+
+    def inputs(services, discovered=None, **extra):
+        return plan_one(services, discovered=discovered, **extra).hosts["h1"].inputs
+
+    base = inputs([llm()])
+    assert base == inputs([llm()])
+    assert stale_reasons(base, inputs([llm()])) == []
+    changed = inputs([llm(max_model_len=4096)])
+    assert [r.split(" (")[0] for r in stale_reasons(base, changed)] == [
+        "the host's settings"]
+    assert inputs([llm()], host_tuning_hugepages=100)["settings"] != base["settings"]
+    discovered = {"count": 8, "memory_total_mib": 98304,
+                  "devices": [{"index": i, "module_id": i, "held": False} for i in range(8)]}
+    now = inputs([llm()], discovered)
+    assert now["settings"] == base["settings"] and now["cards"] != base["cards"]
+    assert "computed before discovery" in stale_reasons(base, now)[0]
+    held = {**discovered, "devices": [dict(d, held=d["index"] == 7) for d in discovered["devices"]]}
+    assert stale_reasons(now, inputs([llm()], held)) == [
+        "the cards preflight discovered differ from those the plan was computed with"]
+
+
+def test_the_plan_document_hash_follows_the_hosts_plans():
+    document = plan_one([llm()]).to_dict()
+    assert document["format"] == 1 and len(document["hash"]) == 64
+    assert plan_one([llm()]).to_dict()["hash"] == document["hash"]
+    assert plan_one([llm(max_num_seqs=8)]).to_dict()["hash"] != document["hash"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from helpers import ROOT
 
-from inferfleet.inventory import validate_host
+from inferfleet.schema import validate_settings as validate_host
 
 
 def test_prod_example_is_a_valid_mixed_fleet():

@@ -1,15 +1,19 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import ROOT
 
+from inferfleet.inventory import load_hosts, plan_inventory
 from inferfleet.sandbox import image, profiles
 from inferfleet.sandbox.fleet import HostStatus, Sandbox, write_inventory
 from inferfleet.sandbox.sim import emulators
+from inferfleet.schema import validate_settings
 
 SIM = Path(emulators.__file__).resolve().parent
 
@@ -54,6 +58,17 @@ def test_inventory_groups_hosts_by_platform(tmp_path):
     gaudi = data["children"]["gaudi"]["hosts"]["gaudi2-1"]
     assert gaudi["inferfleet_accelerator"] == {"model": "HL-225", "count": 8, "memory_gib": 96}
     assert "inferfleet_accelerator" not in data["children"]["cpu"]["hosts"]["cpu-1"]
+    # everything the sandbox writes is a declared setting, with the demo's settings and services beside it
+    for part in ("group_vars", "host_vars"):
+        shutil.copytree(ROOT / "inventories" / "sandbox" / part, tmp_path / part)
+    serving = write_inventory(tmp_path, hosts, tmp_path / "key", "172.18.0.1:5000", "x", "172.18.0.1:5001",
+                              extra_vars={"inferfleet_sandbox_vllm_image": "172.18.0.1:5000/inferfleet/vllm-cpu:1",
+                                          "inferfleet_sandbox_models_dir": str(tmp_path / "models")})
+    loaded, problems = load_hosts(serving)
+    assert problems == [] and [validate_settings(h.name, h.vars, h.groups) for h in loaded] == [[], []]
+    no_serving = write_inventory(tmp_path, hosts, tmp_path / "key", "172.18.0.1:5000", "x", None,
+                                 extra_vars={"inferfleet_serving": False})
+    assert plan_inventory(no_serving).errors == []  # the services name models that --no-serving did not make
 
 
 def test_image_tag_follows_its_inputs(tmp_path, monkeypatch):

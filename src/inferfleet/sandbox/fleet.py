@@ -145,7 +145,9 @@ class Sandbox:
             if container.name not in wanted:
                 self.log(f"removing {container.name} (not in the requested fleet)")
                 self._remove_container(container)
-        serving_vars = self._prepare_serving(f"{gateway}:{self.registry_port}") if serving else {}
+        # without serving the fleet runs every other stage: the planner plans no services
+        serving_vars = (self._prepare_serving(f"{gateway}:{self.registry_port}") if serving
+                        else {"inferfleet_serving": False})
         addresses = assign_addresses([s.name for s in specs], subnet, state.get("addresses", {}))
         state["addresses"] = addresses
         self._write_state(state)
@@ -439,7 +441,7 @@ def write_inventory(directory: Path, hosts: list[HostStatus], key_path: Path, re
                 "ansible_python_interpreter": "/usr/bin/python3",
                 "inferfleet_sandbox": sandbox_name,
                 "inferfleet_simulated": True,
-                "inferfleet_registry": registry_address,
+                "inferfleet_sandbox_registry": registry_address,
                 "inferfleet_docker_hub_mirror": f"http://{registry_address}",
                 **({"inferfleet_sandbox_mirror": f"http://{mirror_address}"} if mirror_address else {}),
                 **(extra_vars or {}),
