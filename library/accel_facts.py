@@ -74,6 +74,7 @@ import re
 
 from ansible.module_utils.accel_parsers import (
     merge_devices,
+    npu_smi_failure,
     parse_csv_query,
     parse_hl_smi,
     parse_npu_smi_info,
@@ -152,7 +153,13 @@ def read_devices(module, platform):
         devices = merge_devices(table["devices"], table["processes"], module_ids)
         return devices, table["driver_version"], table["tool_version"]
     if platform == "ascend":
-        info = parse_npu_smi_info(run(module, ["npu-smi", "info"]))
+        output = run(module, ["npu-smi", "info"])
+        failure = npu_smi_failure(output)
+        if failure:
+            module.fail_json(msg="%s. Fix: check which process or container holds /dev/davinci* (lsof), that "
+                                 "the driver is loaded (npu-smi info on the host as root), and the device and "
+                                 "driver mounts of a container" % failure, stdout=output)
+        info = parse_npu_smi_info(output)
         return merge_devices(info["devices"], info["processes"]), info["driver_version"], info["tool_version"]
     table = parse_nvidia_smi(run(module, ["nvidia-smi"]))
     return merge_devices(table["devices"], table["processes"]), table["driver_version"], table["cuda_version"]

@@ -101,6 +101,27 @@ def parse_hl_smi(text):
     return result
 
 
+DCMI_FAILURE = re.compile(r"dcmi module initialize failed\. ret is (-?\d+)")
+# DCMI return codes (Huawei's driver source, dcmi_interface_api.h; DCMI API reference, "return codes")
+DCMI_CODES = {
+    -8005: "an internal error of the driver interface (DCMI_ERR_CODE_INNER_ERR); in practice the cards are held "
+           "by another container, or this one cannot use the device nodes (their owner, a dropped capability "
+           "such as CAP_DAC_OVERRIDE) or lacks part of the driver mounts",
+    -8020: "the device is used by another process (DCMI_ERR_CODE_RESOURCE_OCCUPIED)",
+}
+
+
+def npu_smi_failure(text):
+    """What a failed `npu-smi info` means, or None. npu-smi prints the DCMI failure and exits 0, so the text is
+    the only sign."""
+    match = DCMI_FAILURE.search(text or "")
+    if not match:
+        return None
+    code = int(match.group(1))
+    return "npu-smi could not reach the driver (dcmi ret %d): %s" % (
+        code, DCMI_CODES.get(code, "see the DCMI return codes of the driver's documentation"))
+
+
 def parse_npu_smi_info(text):
     """`npu-smi info`: versions, NPUs (one row pair per chip) with bus id and HBM use, processes per NPU."""
     result = {"tool_version": None, "driver_version": None, "devices": [], "processes": []}

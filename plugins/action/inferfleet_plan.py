@@ -10,7 +10,9 @@ Options:
         load (the plan this run saved; planned and saved now when no earlier stage of the run did),
         collect (run once: the hosts' saved plans as one file, <run dir>/plan.json, the shape
         `inferfleet plan --save` writes and `inferfleet up --plan` takes).
-  discovered: the accel_facts result (held and missing cards are refused with it).
+  discovered: the accel_facts result (held and missing cards are refused with it); in modes save and load by
+        default the host's facts inferfleet_accel, with its distribution beside them (some images come in a
+        variant per OS).
 Returns `plan` and, at the top level, `instances`, `platform`, `accelerator`, `plan_file`; fails on errors.
 The plan is a registered result, not a fact: it carries the services' environment, which may hold tokens, and
 facts go to the fact cache.
@@ -81,7 +83,7 @@ class ActionModule(ActionBase):
         if mode == "load" and plan_file.is_file():
             host_plan = json.loads(plan_file.read_text())
         else:
-            host_plan, problems, warnings = self._plan(host, task_vars)
+            host_plan, problems, warnings = self._plan(host, task_vars, mode)
             for warning in warnings:
                 display.warning(str(warning))
             if not problems and mode != "check" and task_vars.get("inferfleet_saved_plan"):
@@ -96,13 +98,22 @@ class ActionModule(ActionBase):
                       accelerator=host_plan["accelerator"], plan_file=str(plan_file))
         return result
 
-    def _plan(self, host, task_vars):
+    def _plan(self, host, task_vars, mode):
         host_vars, problems = inventory.templated_settings(host, task_vars, self._templar)
-        discovered = self._task.args.get("discovered") or None
+        # the validation play plans on the inventory alone, as `inferfleet plan` and `up` do before Ansible starts
+        discovered = self._task.args.get("discovered") or (self._discovered(task_vars) if mode != "check" else None)
         base_dir = task_vars.get("inventory_dir")
         plan = planner.plan_hosts([planner.HostInput(host, host_vars, tuple(task_vars.get("group_names", [])),
                                                      discovered, Path(base_dir) if base_dir else None)])
         return plan.hosts[host].to_dict(), problems + plan.errors, plan.warnings
+
+    @staticmethod
+    def _discovered(task_vars):
+        facts = task_vars.get("ansible_facts") or {}
+        accel = facts.get("inferfleet_accel")
+        if not accel:
+            return None
+        return dict(accel, distribution=facts["distribution"]) if facts.get("distribution") else dict(accel)
 
     def _saved(self, host, path, current):
         """The host's part of a saved plan, when its inputs are those of now."""

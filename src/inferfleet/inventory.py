@@ -171,7 +171,10 @@ def cached_accelerators(facts_dir: Path, host: str) -> dict | None:
         except ValueError:
             return None
         if isinstance(data, dict):
-            return data.get("inferfleet_accel") or data.get("ansible_inferfleet_accel")
+            accel = data.get("inferfleet_accel") or data.get("ansible_inferfleet_accel")
+            distribution = data.get("distribution") or data.get("ansible_distribution")
+            # preflight plans with the host's OS beside its cards (it picks image variants)
+            return dict(accel, distribution=distribution) if accel and distribution else accel
     return None
 
 

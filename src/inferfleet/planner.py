@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -43,12 +42,32 @@ def presets() -> dict:
 
 
 def serving_default(key: str, platform: str | None = None):
+    """A serving default; a per-platform one (a mapping with a `default`) for the platform."""
     value = role_data("vllm_service", "serving_defaults.yml")[key]
-    return value.get(platform, value["default"]) if isinstance(value, dict) else value
+    return value.get(platform, value["default"]) if isinstance(value, dict) and "default" in value else value
 
 
 def container_access() -> dict:
     return role_data("accel_runtime", "container_access.yml")
+
+
+def vllm_flags() -> dict:
+    return role_data("vllm_service", "vllm_flags.yml")
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    """0.10.1 -> (0, 10, 1); a suffix (rc1, +cpu, .post1) does not move a version past the next release."""
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", str(text))
+    return (int(match[1]), int(match[2]), int(match[3] or 0)) if match else (0, 0, 0)
+
+
+def image_reference(image: str) -> tuple[str, str]:
+    """(repository, tag) of an image reference; tag '' when it has none."""
+    name = image.split("@", 1)[0]
+    repository, _, tag = name.rpartition(":")
+    if not repository or "/" in tag:
+        return name, ""
+    return repository, tag
 
 
 @dataclass
@@ -217,18 +236,30 @@ def max_model_len_limit(config: dict) -> int | None:
 
 
 # --- env --------------------------------------------------------------------------------------------------------
+def _ceil(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
 def hpu_buckets(stack: str, max_model_len: int, max_num_seqs: int, max_num_batched_tokens: int,
-                block_size: int = 128) -> dict[str, str]:
-    """Bucket ranges covering the service's limits, as seed 004's start script derives them from -b/-l/-t."""
-    prompt_bs_max = max(1, min(max_num_seqs, max_num_batched_tokens // max(1, min(max_model_len, 1024))))
-    seq_step = 128 if max_model_len <= 4096 else 256 if max_model_len <= 16384 else 512
-    decode_step = 1 if max_num_seqs <= 8 else min(32, max_num_seqs)
-    blocks = math.ceil(max_model_len / block_size) * max_num_seqs
+                input_len: list[int] | None = None, output_len: list[int] | None = None,
+                hot_buckets: list[int] | None = None) -> dict[str, str]:
+    """The HPU bucket ranges seed 004's start_gaudi_vllm_server.sh derives from -i/-o/-b/-t and -r (vllm-fork
+    aice/v1.21.0, scripts/utils.sh set_bucketing and set_partial_warmup). Without -i, prompts run from 1 to
+    max_model_len tokens; without -o, no output beyond that."""
+    input_min, input_max = input_len or (1, max_model_len)
+    output_max = (output_len or (0, 0))[1]
+    prompt_bs_max = max(1, min(max_num_batched_tokens // input_min, max_num_seqs))
+    # the script's prompt maximum is one step past the input maximum; a prompt bucket longer than
+    # max_num_batched_tokens leaves no batch to profile, so it stops there
+    prompt_seq_max = min(_ceil(input_max, 128) + 128, max(128, _ceil(max_num_batched_tokens, 128)))
+    decode_step = min(-(-max_num_seqs // 16), 16)
+    decode_bs_max = _ceil(max_num_seqs, decode_step)
+    block_max = _ceil((-(-(input_max + output_max) // 128) + 1) * decode_bs_max, 128)
     values = {
-        "PROMPT_BS": (1, 1 if prompt_bs_max <= 8 else 8, prompt_bs_max),
-        "PROMPT_SEQ": (min(seq_step, max_model_len), seq_step, max_model_len),
-        "DECODE_BS": (1, decode_step, max_num_seqs),
-        "DECODE_BLOCK": (block_size, block_size, math.ceil(blocks / block_size) * block_size),
+        "PROMPT_BS": (1, 1, prompt_bs_max),
+        "PROMPT_SEQ": (_ceil(input_min, 128), 128, prompt_seq_max),
+        "DECODE_BS": (1, decode_step, decode_bs_max),
+        "DECODE_BLOCK": (_ceil(-(-input_min // 128), 128), 128, block_max),
     }
     names = {"PROMPT_SEQ": "PROMPT_QUERY"} if stack == "vllm-gaudi" else {}
     env = {}
@@ -237,6 +268,12 @@ def hpu_buckets(stack: str, max_model_len: int, max_num_seqs: int, max_num_batch
         env[f"VLLM_{name}_BUCKET_MIN"] = str(low)
         env[f"VLLM_{name}_BUCKET_STEP"] = str(step)
         env[f"VLLM_{name}_BUCKET_MAX"] = str(high)
+    if hot_buckets:
+        # -r max_bs,max_seq: warm up only the hot buckets; decode runs on HPU graphs
+        warm_bs, warm_seq = hot_buckets
+        env.update({"VLLM_SKIP_LAZY_WARMUP": "true", f"VLLM_{names.get('PROMPT_SEQ', 'PROMPT_SEQ')}_BUCKET_MAX":
+                    str(warm_seq), "VLLM_DECODE_BS_BUCKET_MAX": str(warm_bs),
+                    "VLLM_DECODE_BLOCK_BUCKET_MAX": str(_ceil(-(-(warm_seq + output_max) * warm_bs // 128), 128))})
     return env
 
 
@@ -274,9 +311,22 @@ class Cards:
     devices: dict  # index -> discovered device (module_id, held, processes, numa_node)
     discovered: bool
     simulated: bool
+    distribution: str = ""  # the host's OS (ansible_facts.distribution), when preflight has seen it
 
     def held(self, index: int) -> bool:
         return bool(self.devices.get(index, {}).get("held"))
+
+    def module_id(self, index: int) -> int:
+        """Habana's stable card id (hl-smi -Q index,module_id); the index until preflight discovered it."""
+        return int(self.devices.get(index, {}).get("module_id", index))
+
+    def index_of_module(self, module: int) -> int | None:
+        if not self.devices:
+            return module
+        return next((i for i, d in self.devices.items() if d.get("module_id") == module), None)
+
+    def numa_node(self, index: int):
+        return self.devices.get(index, {}).get("numa_node")
 
     def holders(self, index: int) -> str:
         return ", ".join(f"pid {p.get('pid')}" + (f" (container {p['container']})" if p.get("container") else "")
@@ -298,6 +348,8 @@ class Draft:
     env: dict = field(default_factory=dict)
     weights: int | None = None
     weights_source: str = ""
+    vllm_version: str | None = None  # of the image, when known
+    version_source: str = ""
     groups: list[list[int]] = field(default_factory=list)
     instances: list[dict] = field(default_factory=list)  # {group, replica, model, port, fraction}
 
@@ -335,14 +387,44 @@ def load_mapping(value, base_dir: Path | None, what: str) -> tuple[dict | None, 
 
 
 def plan_hosts(hosts: list[HostInput]) -> Plan:
-    """The plan of every host; never raises on bad input: each problem is an error naming host and field."""
+    """The plan of every host; never raises on bad input: each problem is an error naming host and field.
+
+    Hosts of a group usually share every setting but their address: a host whose inputs equal an earlier one's
+    gets that plan again, with its own name and address, instead of being planned anew. Such plans share their
+    nested values (env, container): a plan is read, serialized or saved, never changed in place."""
     plan = Plan()
+    planned: dict[str, tuple[HostInput, HostPlan, Findings]] = {}
     for host in hosts:
-        host_plan, findings = plan_host(host)
+        key = _inputs_key(host)
+        if key in planned:
+            host_plan, findings = _same_as(planned[key], host)
+        else:
+            host_plan, findings = plan_host(host)
+            planned[key] = (host, host_plan, findings)
         plan.hosts[host.name] = host_plan
         plan.errors += findings.errors
         plan.warnings += findings.warnings
     return plan
+
+
+def _inputs_key(host: HostInput) -> str:
+    """Everything a host's plan depends on except its name and address."""
+    key = [{k: v for k, v in host.vars.items() if k != "ansible_host"}, sorted(host.groups), host.discovered,
+           str(host.base_dir)]
+    try:
+        return digest(key)
+    except TypeError:  # a mapping with keys that do not sort together (a null beside strings)
+        return digest(_canonical(key))
+
+
+def _same_as(earlier: tuple[HostInput, HostPlan, Findings], host: HostInput) -> tuple[HostPlan, Findings]:
+    _, plan, found = earlier
+    address = host.vars.get("ansible_host") or host.name
+    instances = [dict(inst, health_url=f"http://{address}:{inst['port']}/health") for inst in plan.instances]
+    findings = Findings(host.name)
+    findings.errors = [Problem(host.name, p.field, p.message, p.fix) for p in found.errors]
+    findings.warnings = [Problem(host.name, p.field, p.message, p.fix) for p in found.warnings]
+    return HostPlan(host.name, plan.platform, dict(plan.accelerator), instances, dict(plan.inputs)), findings
 
 
 def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
@@ -388,7 +470,7 @@ def host_cards(platform: str, accel: dict, discovered: dict | None, simulated: b
         memory = int(float(accel.get("memory_gib") or 0) * GIB)
     return Cards(platform, count, memory, discovered.get("model") or accel.get("model", ""),
                  {d["index"]: d for d in discovered.get("devices", [])}, bool(discovered),
-                 bool(discovered.get("simulated") or simulated))
+                 bool(discovered.get("simulated") or simulated), str(discovered.get("distribution") or ""))
 
 
 def parse_service(host: HostInput, position: int, raw, platform: str, findings: Findings) -> Draft | None:
@@ -433,7 +515,31 @@ def parse_service(host: HostInput, position: int, raw, platform: str, findings: 
     draft = Draft(spec, label, models, config, task, max_model_len,
                   spec.max_num_seqs or serving_default("max_num_seqs", platform), max_batched)
     check_model_limits(draft, platform, findings)
-    return draft
+    return draft if check_gaudi_keys(draft, platform, findings) else None
+
+
+GAUDI_KEYS = ("warmup_cache", "skip_warmup_when_cached", "input_len", "output_len", "hot_buckets",
+              "unlimited_memlock", "quant_config")
+
+
+def check_gaudi_keys(draft: Draft, platform: str, findings: Findings) -> bool:
+    """Keys only Gaudi's stack reads are refused elsewhere, and the ones that need each other come together."""
+    spec = draft.spec
+    given = [key for key in GAUDI_KEYS if getattr(spec, key) not in (None, False)]
+    if platform != "gaudi" and given:
+        findings.error(draft.at(given[0]), f"is a Gaudi setting, and the host is {platform}",
+                       f"remove {given[0]} from the service")
+        return False
+    if spec.skip_warmup_when_cached and not spec.warmup_cache:
+        findings.error(draft.at("skip_warmup_when_cached"), "needs a warmup cache to look into",
+                       "set warmup_cache: true (or a directory) on the service")
+        return False
+    for key in ("input_len", "output_len"):
+        low, high = getattr(spec, key) or (1, 1)
+        if low > high:
+            findings.error(draft.at(key), f"is [min, max], got [{low}, {high}]", f"write {key}: [{high}, {low}]")
+            return False
+    return True
 
 
 def check_model_limits(draft: Draft, platform: str, findings: Findings) -> None:
@@ -496,6 +602,9 @@ def allocate_cards(drafts: list[Draft], cards: Cards, findings: Findings) -> Non
             drafts.remove(draft)
             continue
         draft.groups = [devices[i:i + tp] for i in range(0, len(devices), tp)]
+        if cards.platform == "gaudi" and not _gaudi_groups_ok(draft, cards, findings):
+            drafts.remove(draft)
+            continue
         for device in devices:
             if cards.held(device):
                 findings.error(draft.at("devices"), f"card {device} is held by {cards.holders(device)}",
@@ -508,6 +617,33 @@ def allocate_cards(drafts: list[Draft], cards: Cards, findings: Findings) -> Non
                     others = ", ".join(d.spec.name for d in sharing if d is not draft)
                     findings.error(draft.at("devices"), f"card {device} is also given to {others}",
                                    "set share_devices: true on every service sharing the card, or give it another")
+
+
+def gaudi_groups() -> dict[int, list[set[int]]]:
+    """The module-id groups Habana runs partial-card workloads on, by size."""
+    return {int(size): [set(g) for g in groups] for size, groups in container_access()["gaudi_card_groups"].items()}
+
+
+GAUDI_GROUPS_RULE = ("Habana runs a workload on 1 card, on all of them, or on 2 cards with module ids {0,1} {2,3} "
+                     "{4,5} {6,7} or 4 cards {0,1,2,3} {4,5,6,7}")
+
+
+def _gaudi_groups_ok(draft: Draft, cards: Cards, findings: Findings) -> bool:
+    """Each instance's cards form a group Habana supports, judged by module ids (stable across reboots)."""
+    allowed = gaudi_groups()
+    for group in draft.groups:
+        if len(group) in (1, cards.count):
+            continue
+        modules = {cards.module_id(d) for d in group}
+        if modules not in allowed.get(len(group), []):
+            choices = [sorted(cards.index_of_module(m) for m in g) for g in allowed.get(len(group), [])]
+            choices = [c for c in choices if all(i is not None and i < cards.count for i in c)]
+            findings.error(draft.at("devices"), f"cards {group} (module ids {sorted(modules)}) are not a card group "
+                                                f"Habana supports: {GAUDI_GROUPS_RULE}",
+                           f"use cards {' or '.join(map(str, choices))}" if choices
+                           else "give the instance 1 card or all of the host's cards (tensor_parallel_size)")
+            return False
+    return True
 
 
 def _choose_cards(draft: Draft, cards: Cards, taken: set[int], findings: Findings) -> list[int] | None:
@@ -523,14 +659,40 @@ def _choose_cards(draft: Draft, cards: Cards, taken: set[int], findings: Finding
                            "use card indices the host has (inferfleet plan shows them after preflight)")
             return None
         return list(spec.devices)
-    wanted = spec.device_count or spec.tensor_parallel_size
+    tp = spec.tensor_parallel_size
+    wanted = spec.device_count or tp
     free = [i for i in range(cards.count) if i not in taken and not cards.held(i)]
-    if wanted > len(free):
+    chosen = pick_cards(free, wanted, tp, cards)
+    if chosen is None:
         findings.error(draft.at("device_count"), f"needs {wanted} free card(s), the host has {len(free)} "
-                                                 f"(of {cards.count}; others are taken or held)",
+                                                 f"(of {cards.count}; others are taken or held)"
+                       + (f" in groups {GAUDI_GROUPS_RULE[GAUDI_GROUPS_RULE.index('on 2'):]}"
+                          if cards.platform == "gaudi" and tp in (2, 4) else ""),
                        "lower device_count, free cards, or move the service to another host")
+    return chosen
+
+
+def pick_cards(free: list[int], wanted: int, tp: int, cards: Cards) -> list[int] | None:
+    """Free cards for a service: whole Habana module groups on Gaudi, from the last card backwards (the first
+    cards are what people name by hand), and from one NUMA node when one node has enough."""
+    if wanted > len(free) or wanted % tp:
         return None
-    return free[:wanted]
+    if cards.platform == "gaudi" and tp in gaudi_groups() and tp != cards.count:
+        groups = [sorted(cards.index_of_module(m) for m in g) for g in gaudi_groups()[tp]]
+        usable = [g for g in reversed(groups) if all(i is not None and i in free for i in g)]
+        if len(usable) * tp < wanted:
+            return None
+        by_node: dict = {}
+        for group in usable:
+            by_node.setdefault(cards.numa_node(group[0]), []).append(group)
+        need = wanted // tp
+        pool = next((g for g in by_node.values() if len(g) >= need), usable)
+        return sorted(i for g in pool[:need] for i in g)
+    by_node = {}
+    for index in reversed(free):
+        by_node.setdefault(cards.numa_node(index), []).append(index)
+    pool = next((indices for indices in by_node.values() if len(indices) >= wanted), list(reversed(free)))
+    return sorted(pool[:wanted])
 
 
 def assign_ports(drafts: list[Draft], findings: Findings) -> None:
@@ -597,8 +759,19 @@ def service_env(draft: Draft, platform: str, stack: str, host_env: dict, base_di
                        f"use one of {', '.join(choices)} (roles/vllm_service/files/presets.yml)")
         return None
     env = dict(choices[name])
+    literal = env.pop("pooling", None) if draft.task in POOLING_TASKS else None
+    env.pop("pooling", None)
     if env.pop("buckets", None) == "derive":
-        env.update(hpu_buckets(stack, draft.max_model_len, draft.max_num_seqs, draft.max_batched))
+        spec = draft.spec
+        env.update(hpu_buckets(stack, draft.max_model_len, draft.max_num_seqs, draft.max_batched, spec.input_len,
+                               spec.output_len, spec.hot_buckets))
+    if platform == "gaudi" and stack == "vllm-fork" and draft.spec.tensor_parallel_size > 1:
+        env.update(serving_default("tensor_parallel_env"))
+    if draft.spec.quantization:
+        env.update(_quantization(draft.spec.quantization, platform).get("env", {}))
+    env.update(literal or {})  # a preset's own values win; derived ones fill what it leaves open
+    if platform == "gaudi" and stack == "vllm-fork":
+        env.update(_eager_model_env(draft))
     env.update({str(k): _env_text(v) for k, v in host_env.items()})
     if draft.spec.env_file is not None:
         loaded, _, problem = load_mapping(draft.spec.env_file, base_dir, "env_file")
@@ -609,7 +782,26 @@ def service_env(draft: Draft, platform: str, stack: str, host_env: dict, base_di
             return None
         env.update({str(k): _env_text(v) for k, v in loaded.items()})
     env.update({k: _env_text(v) for k, v in (draft.spec.env or {}).items()})
+    if platform == "gaudi" and draft.task in POOLING_TASKS:
+        limit = serving_default("pooling_prompt_seq_bucket_max")
+        seq_max = env.get("VLLM_PROMPT_SEQ_BUCKET_MAX") or env.get("VLLM_PROMPT_QUERY_BUCKET_MAX")
+        if seq_max and seq_max.isdigit() and int(seq_max) > limit:
+            own = any(k in (draft.spec.env or {}) for k in ("VLLM_PROMPT_SEQ_BUCKET_MAX",
+                                                             "VLLM_PROMPT_QUERY_BUCKET_MAX"))
+            findings.error(draft.at("env" if own else "max_model_len"),
+                           f"makes the prompt buckets reach {seq_max} tokens; Gaudi buckets {draft.task} prompts "
+                           f"up to {limit}", f"keep VLLM_PROMPT_SEQ_BUCKET_MAX (and max_model_len) at {limit} or less")
+            return None
     return env
+
+
+def _eager_model_env(draft: Draft) -> dict:
+    rule = serving_default("eager_pooling_models")
+    if draft.task not in POOLING_TASKS or not draft.config:
+        return {}
+    named = any(word in Path(model).name.lower() for model in draft.models for word in rule["name_contains"])
+    parameters = estimate_parameters(draft.config) or 0
+    return dict(rule["env"]) if named and 0 < parameters < rule["max_parameters"] else {}
 
 
 def _env_text(value) -> str:
@@ -625,6 +817,7 @@ class EmitContext:
     address: str
     warmup_root: str
     ascend_paths: list[str]
+    ascend_mode: str = "devices"
 
 
 def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings: Findings) -> list[dict]:
@@ -634,7 +827,8 @@ def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings:
                       hv.get("ansible_host") or host.name,
                       hv.get("inferfleet_warmup_cache_dir", schema.Inventory.model_fields[
                           "inferfleet_warmup_cache_dir"].default),
-                      hv.get("accel_runtime_ascend_host_paths") or container_access()["ascend_host_paths"])
+                      hv.get("accel_runtime_ascend_host_paths") or container_access()["ascend_host_paths"],
+                      hv.get("accel_runtime_ascend_mode") or "devices")
     default_image = (hv.get("inferfleet_images") or {}).get(platform) or hv.get("inferfleet_image")
     if platform == "gaudi" and not cards.devices and drafts:
         findings.warn("inferfleet_accelerator", "module ids not discovered: HABANA_VISIBLE_MODULES uses card "
@@ -642,6 +836,8 @@ def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings:
     instances = []
     for draft in drafts:
         draft.image = draft.spec.image or default_image or ""
+        if platform == "ascend" and draft.image:
+            draft.image = image_variant(draft.image, cards)
         if not draft.image:
             findings.error(draft.at("image"), "is not set and the host has no image for its platform",
                            f"set image on the service, or inferfleet_images.{platform} for the host")
@@ -650,6 +846,9 @@ def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings:
         if env is None:
             continue
         draft.env = env
+        draft.vllm_version, draft.version_source = image_vllm_version(draft, platform, hv)
+        if not check_vllm_flags(draft, platform, findings):
+            continue
         draft.weights, draft.weights_source = weights_bytes(
             draft.spec.weights_gib, draft.spec.dtype, draft.config,
             Path(draft.models[0]) if len(draft.models) == 1 else None)
@@ -701,14 +900,11 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
     spec, platform, model = draft.spec, ctx.cards.platform, inst["model"]
     served = spec.served_model_name if spec.models is None else None
     served = served or (Path(model).name if spec.models is not None else spec.name)
-    env = dict(draft.env)
     group = inst["group"]
-    if platform == "gaudi":
-        env["HABANA_VISIBLE_MODULES"] = ",".join(str(ctx.cards.devices.get(d, {}).get("module_id", d)) for d in group)
-    elif platform == "ascend":
-        env["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(map(str, group))
-    elif platform == "nvidia":
-        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(map(str, group))
+    access = card_access(platform, group, ctx, spec)
+    env = {**draft.env, **access.pop("env")}
+    if spec.quant_config:
+        env["QUANT_CONFIG"] = spec.quant_config
     warmup_dir = None
     if platform == "gaudi" and spec.warmup_cache:
         root = spec.warmup_cache if isinstance(spec.warmup_cache, str) else ctx.warmup_root
@@ -718,7 +914,7 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
         warmup_dir = f"{root.rstrip('/')}/{spec.name}-{key}"
         env["PT_HPU_RECIPE_CACHE_CONFIG"] = f"{warmup_dir},false,{serving_default('warmup_cache_mb')}"
     args = vllm_args(draft, model, served, inst, platform)
-    container = container_spec(name, draft, platform, group, env, model, warmup_dir, args, ctx.ascend_paths)
+    container = container_spec(name, draft, env, model, warmup_dir, args, access)
     smoke = {"task": draft.task, "served_model_name": served, "embedding_dim": embedding_dim}
     startup_timeout = spec.startup_timeout or serving_default("startup_timeout", platform)
     # what the serve stage applies to the instance: a change of any of it recreates the container
@@ -736,6 +932,102 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
     }
 
 
+def image_variant(image: str, cards: Cards) -> str:
+    """A vllm-ascend image named by its version alone, as the variant built for the host's cards and OS."""
+    repository, tag = image_reference(image)
+    for rule in vllm_flags()["image_variants"]:
+        if repository != rule["repository"] or not re.match(rule["bare_tag"], tag) or "@" in image:
+            continue
+        suffix = next((c["suffix"] for c in rule["cards"] if re.match(c["model"], cards.model)), "")
+        if cards.distribution.lower() == "openeuler":
+            suffix += rule["openeuler_suffix"]
+        return f"{repository}:{tag}{suffix}"
+    return image
+
+
+def image_vllm_version(draft: Draft, platform: str, hv: dict) -> tuple[str | None, str]:
+    """The vLLM version of the service's image and where it was learnt: the service, the host's
+    inferfleet_vllm_versions for the platform's image, or an image whose tag spells it."""
+    if draft.spec.vllm_version:
+        return draft.spec.vllm_version, "vllm_version"
+    declared = (hv.get("inferfleet_vllm_versions") or {}).get(platform)
+    if declared and not draft.spec.image:
+        return declared, f"inferfleet_vllm_versions.{platform}"
+    repository, tag = image_reference(draft.image)
+    for rule in vllm_flags()["image_versions"]:
+        match = re.match(rule["tag"], tag) if repository == rule["repository"] else None
+        if match:
+            return match[1], f"the tag of {draft.image}"
+    return None, ""
+
+
+def _flag_known(flag: str, version: str) -> str:
+    """'' when the version has the flag, else why not."""
+    rule = vllm_flags()["flags"].get(flag)
+    if not rule:
+        return ""
+    if rule.get("since") and version_tuple(version) < version_tuple(rule["since"]):
+        return f"{flag} exists from vLLM {rule['since']} on"
+    if rule.get("until") and version_tuple(version) >= version_tuple(rule["until"]):
+        return f"{flag} was removed in vLLM {rule['until']}"
+    return ""
+
+
+def check_vllm_flags(draft: Draft, platform: str, findings: Findings) -> bool:
+    """The flags the service needs exist in its vLLM version; its extra_args name no flag the version lacks;
+    its quantization has a documented way on the platform."""
+    spec, version = draft.spec, draft.vllm_version
+    if draft.task in POOLING_TASKS and version is None:
+        findings.error(draft.at("vllm_version"), f"is unknown for image {draft.image}, and a {draft.task} service's "
+                                                 "flags depend on it (--task before vLLM 0.10.1, --runner after)",
+                       f"declare inferfleet_vllm_versions.{platform} for the host's image, or vllm_version on the "
+                       "service (`vllm --version` in the image tells)")
+        return False
+    if version:
+        for arg in spec.extra_args or []:
+            reason = _flag_known(str(arg).split("=", 1)[0], version) if str(arg).startswith("--") else ""
+            if reason:
+                findings.error(draft.at("extra_args"), f"{arg!r}: {reason}, and the image has vLLM {version} "
+                                                       f"({draft.version_source})",
+                               "remove the flag, or use the one this version has")
+                return False
+    if spec.quantization:
+        methods = vllm_flags()["quantization"]
+        method = methods.get(platform, methods["default"]).get(spec.quantization)
+        if method is None:
+            known = ", ".join(methods.get(platform, methods["default"]))
+            findings.error(draft.at("quantization"), f"{platform} serves {known} quantization here, got "
+                                                     f"{spec.quantization!r}",
+                           f"use one of {known}, or the fork's own flags in extra_args")
+            return False
+        if method.get("needs_quant_config") and not spec.quant_config:
+            findings.error(draft.at("quant_config"), f"is missing; {spec.quantization} on {platform} reads its "
+                                                     "quantization config from QUANT_CONFIG",
+                           "set quant_config to the Intel Neural Compressor JSON on the host (the model "
+                           "calibration writes it)")
+            return False
+        pinned = method["args"][method["args"].index("--kv-cache-dtype") + 1] \
+            if "--kv-cache-dtype" in method["args"] else None
+        if pinned and spec.kv_cache_dtype not in (None, pinned):
+            findings.error(draft.at("kv_cache_dtype"), f"{spec.quantization} on {platform} needs kv_cache_dtype "
+                                                       f"{pinned}, got {spec.kv_cache_dtype!r}",
+                           f"remove kv_cache_dtype or set it to {pinned}")
+            return False
+    return True
+
+
+def _quantization(method: str, platform: str) -> dict:
+    methods = vllm_flags()["quantization"]
+    return methods.get(platform, methods["default"]).get(method, {})
+
+
+def pooling_args(task: str, version: str) -> list[str]:
+    for entry in vllm_flags()["pooling"]:
+        if version_tuple(version) >= version_tuple(entry["since"]):
+            return list(entry[task])
+    return []
+
+
 def vllm_args(draft: Draft, model: str, served: str, inst: dict, platform: str) -> list[str]:
     spec = draft.spec
     args = [model, "--host", "0.0.0.0", "--port", str(inst["port"]), "--served-model-name", served,
@@ -747,34 +1039,78 @@ def vllm_args(draft: Draft, model: str, served: str, inst: dict, platform: str) 
         args += ["--gpu-memory-utilization", str(inst["fraction"])]
     if spec.dtype:
         args += ["--dtype", spec.dtype]
-    if spec.kv_cache_dtype:
+    quantization = []
+    if spec.quantization:
+        method = _quantization(spec.quantization, platform)
+        quantization = list(method["args"])
+        if not spec.dtype and method.get("dtype"):
+            args += ["--dtype", method["dtype"]]
+    if spec.kv_cache_dtype and "--kv-cache-dtype" not in quantization:
         args += ["--kv-cache-dtype", spec.kv_cache_dtype]
+    args += quantization
     if draft.task in POOLING_TASKS:
-        args += ["--runner", "pooling"]
+        args += pooling_args(draft.task, draft.vllm_version)
     return args + [str(a) for a in spec.extra_args or []]
 
 
-def container_spec(name, draft: Draft, platform, group, env, model, warmup_dir, args, ascend_paths) -> dict:
+def card_access(platform: str, group: list[int], ctx: EmitContext, spec: Service) -> dict:
+    """How an instance's cards reach its container, as each vendor documents it: the runtime, the variables it
+    reads, the device nodes and mounts, and the container settings the vendor asks for."""
+    runtime = container_access()["runtimes"].get(platform)
+    access = {"env": {}, "runtime": None, "capabilities": [], "ipc_mode": None, "devices": [], "volumes": [],
+              "ulimits": []}
+    if platform == "gaudi":
+        # seed 004's container: --runtime=habana --cap-add=sys_nice --net=host --ipc=host
+        access.update(runtime=runtime, capabilities=["sys_nice"], ipc_mode="host")
+        access["env"]["HABANA_VISIBLE_MODULES"] = ",".join(str(ctx.cards.module_id(d)) for d in group)
+    elif platform == "nvidia":
+        # NVIDIA Container Toolkit: --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=<indices>
+        access.update(runtime=runtime, ipc_mode="host")
+        access["env"]["NVIDIA_VISIBLE_DEVICES"] = ",".join(map(str, group))
+    elif platform == "ascend":
+        # The container sees only its cards, numbered from 0 inside: ASCEND_RT_VISIBLE_DEVICES counts those.
+        access["env"]["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(map(str, range(len(group))))
+        if ctx.ascend_mode == "runtime":
+            # Ascend Docker Runtime: it mounts the cards ASCEND_VISIBLE_DEVICES names and the driver files
+            access["runtime"] = runtime
+            access["env"]["ASCEND_VISIBLE_DEVICES"] = ",".join(map(str, group))
+        else:
+            # vllm-ascend's documented container (seed 002): each planned card, the managers, the driver files
+            access["devices"] = [f"/dev/davinci{i}:/dev/davinci{i}" for i in group]
+            access["devices"] += [f"{p}:{p}" for p in ctx.ascend_paths if p.startswith("/dev/")]
+            access["volumes"] += [f"{p}:{p}:ro" for p in ctx.ascend_paths if not p.startswith("/dev/")]
+        if len(group) > 1:  # HCCL between the cards reads the card addresses (seed 002)
+            access["volumes"] += [f"{p}:{p}:ro" for p in container_access()["ascend_multi_card_paths"]]
+    if platform == "gaudi" and spec.unlimited_memlock:
+        # seed 004's big-model container: --cap-add SYS_PTRACE --cap-add=CAP_IPC_LOCK --ulimit memlock=-1:-1
+        access["capabilities"] += ["sys_ptrace", "ipc_lock"]
+        access["ulimits"] = ["memlock:-1:-1"]
+    return access
+
+
+def container_spec(name, draft: Draft, env, model, warmup_dir, args, access: dict) -> dict:
     """The instance's container, in the terms of community.docker.docker_container (the serve stage passes it
     as is) and from which the docker run argv is written."""
+    spec = draft.spec
+    entrypoint, command = ["vllm"], ["serve", *args]
+    if spec.skip_warmup_when_cached and warmup_dir:
+        # seed 004's -s, decided when the container starts: a cache that already holds recipes makes warming up
+        # again needless
+        entrypoint = ["/bin/sh", "-c", f'if [ -n "$(ls -A {warmup_dir} 2>/dev/null)" ]; then export '
+                                       'VLLM_SKIP_WARMUP=true; fi; exec vllm serve "$@"', "vllm"]
+        command = list(args)
     container = {
-        "name": f"inferfleet-{name}", "image": draft.image, "entrypoint": ["vllm"], "command": ["serve", *args],
-        "env": dict(sorted(env.items())), "network_mode": "host", "ipc_mode": None, "runtime": None,
-        "capabilities": [], "devices": [], "volumes": [], "restart_policy": serving_default("restart_policy"),
-        "labels": {"inferfleet.service": draft.spec.name, "inferfleet.instance": name},
+        "name": f"inferfleet-{name}", "image": draft.image, "entrypoint": entrypoint, "command": command,
+        "env": dict(sorted(env.items())), "network_mode": "host", "ipc_mode": access["ipc_mode"],
+        "runtime": access["runtime"], "capabilities": access["capabilities"], "devices": access["devices"],
+        "volumes": list(access["volumes"]), "ulimits": access["ulimits"],
+        "restart_policy": serving_default("restart_policy"),
+        "labels": {"inferfleet.service": spec.name, "inferfleet.instance": name},
     }
-    runtime = container_access()["runtimes"].get(platform)
-    if platform == "gaudi":
-        container.update(runtime=runtime, capabilities=["sys_nice"], ipc_mode="host")
-    elif platform == "nvidia":
-        container.update(runtime=runtime, ipc_mode="host")
-    elif platform == "ascend":
-        # all cards up to the highest planned one mounted, ASCEND_RT_VISIBLE_DEVICES selects
-        container["devices"] = [f"/dev/davinci{i}:/dev/davinci{i}" for i in range(max(group) + 1)]
-        container["devices"] += [f"{p}:{p}" for p in ascend_paths if p.startswith("/dev/")]
-        container["volumes"] += [f"{p}:{p}:ro" for p in ascend_paths if not p.startswith("/dev/")]
     if model.startswith("/"):
         container["volumes"].append(f"{model}:{model}:ro")
+    if spec.quant_config:
+        container["volumes"].append(f"{spec.quant_config}:{spec.quant_config}:ro")
     if warmup_dir:
         container["volumes"].append(f"{warmup_dir}:{warmup_dir}")
     return container
@@ -791,13 +1127,18 @@ def docker_run_argv(container: dict) -> list[str]:
     argv += [f"--cap-add={cap}" for cap in container["capabilities"]]
     if container["ipc_mode"]:
         argv.append(f"--ipc={container['ipc_mode']}")
+    for ulimit in container["ulimits"]:
+        name, soft, hard = ulimit.split(":")
+        argv += ["--ulimit", f"{name}={soft}:{hard}"]
     for device in container["devices"]:
         argv += ["--device", device]
     for key, value in container["env"].items():
         argv += ["-e", f"{key}={value}"]
     for volume in container["volumes"]:
         argv += ["-v", volume]
-    return argv + ["--entrypoint", container["entrypoint"][0], container["image"], *container["command"]]
+    # docker run --entrypoint takes one word; the rest of a longer entrypoint goes before the command
+    return argv + ["--entrypoint", container["entrypoint"][0], container["image"], *container["entrypoint"][1:],
+                   *container["command"]]
 
 
 # --- the saved plan ---------------------------------------------------------------------------------------------
@@ -808,7 +1149,7 @@ def plan_inputs(host: HostInput, drafts: list[Draft]) -> dict:
     files = {d.spec.name: [d.config, _file_text(d.spec.env_file, host.base_dir)] for d in drafts}
     discovered = host.discovered or {}
     cards = {"count": discovered.get("count"), "model": discovered.get("model"),
-             "memory_total_mib": discovered.get("memory_total_mib"),
+             "memory_total_mib": discovered.get("memory_total_mib"), "distribution": discovered.get("distribution"),
              "devices": [{k: d.get(k) for k in ("index", "module_id", "held", "numa_node")}
                          for d in discovered.get("devices", [])]} if discovered else "declared"
     return {"settings": digest([settings, files])[:16], "cards": digest(cards)[:16]}

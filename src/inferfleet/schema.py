@@ -122,6 +122,8 @@ Url = Annotated[StrictStr, _rule(f"(?:{HTTP_URL})?", "is not an http(s) URL")]
 HostPort = Annotated[StrictStr, _rule(r"[A-Za-z0-9.\-\[\]:]+(?::\d{1,5})?", "is not HOST[:PORT] (no scheme)")]
 EnvName = Annotated[StrictStr, _rule(ENV_NAME, "is not an environment variable name")]
 EnvValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
+Version = Annotated[StrictStr, _rule(r"v?\d+\.\d+(\.\d+)?([.+-]?[A-Za-z0-9.]+)?", "is not a version (e.g. 0.9.0)")]
+TokenRange = Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=2, max_length=2)]
 
 
 def setting(default: Any = None, description: str = "", example: Any = None, fix: str = "",
@@ -196,6 +198,27 @@ class Service(Strict):
                                          gt=0)
     share_devices: StrictBool = setting(False, "Allow other services on this service's cards; every sharer sets it.",
                                         True)
+    vllm_version: Version | None = setting(
+        None, "vLLM version of the service's image (default: inferfleet_vllm_versions, or the tag of vLLM's and "
+              "vllm-ascend's images); its flags depend on it.", "0.9.0")
+    quantization: Literal["fp8", "awq", "gptq"] | None = setting(
+        None, "Quantized weights (vLLM --quantization); on Gaudi fp8 runs through Intel Neural Compressor and "
+              "needs quant_config.", "fp8")
+    quant_config: AbsolutePath | None = setting(
+        None, "Gaudi fp8: the Intel Neural Compressor quantization config (QUANT_CONFIG) on the host.",
+        "/models/DeepSeek-R1-G2/inc/quant_config.json")
+    input_len: TokenRange | None = setting(
+        None, "Gaudi: the range of prompt lengths [min, max] the HPU buckets cover (seed 004's -i).", [800, 1024])
+    output_len: TokenRange | None = setting(
+        None, "Gaudi: the range of output lengths [min, max] the decode buckets cover (seed 004's -o).", [400, 512])
+    hot_buckets: TokenRange | None = setting(
+        None, "Gaudi: warm up only [max_bs, max_seq], the concurrency and prompt length seen most (seed 004's -r).",
+        [8, 24000])
+    skip_warmup_when_cached: StrictBool = setting(
+        False, "Gaudi: skip the warmup when the warmup cache already holds recipes (seed 004's -s).", True)
+    unlimited_memlock: StrictBool = setting(
+        False, "Gaudi big models: the container gets SYS_PTRACE, IPC_LOCK and an unlimited memlock ulimit (seed 004, "
+               "DeepSeek-R1).", True)
 
 
 class ModelConfig(BaseModel):
@@ -256,6 +279,9 @@ class Inventory(Strict):
         {"nvidia": "vllm/vllm-openai:v0.11.0"})
     inferfleet_image: ImageRef | None = setting(None, "One image for the host when inferfleet_images has none for "
                                                       "its platform.", "vllm/vllm-openai:v0.11.0")
+    inferfleet_vllm_versions: dict[Literal[PLATFORMS], Version] = setting(
+        {}, "vLLM version of each platform's image in inferfleet_images (the flags vLLM accepts depend on it).",
+        {"gaudi": "0.9.0"})
     inferfleet_gaudi_stack: Literal[GAUDI_STACKS] = setting(
         "vllm-fork", "Gaudi software stack; its environment variable names differ.", "vllm-gaudi")
     inferfleet_env: dict[EnvName, EnvValue] = setting(

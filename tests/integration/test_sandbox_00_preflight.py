@@ -82,7 +82,7 @@ def test_malformed_inventory_fails_before_any_host_is_touched(sandbox, tmp_path)
     assert "inferfleet_accelerator.count" in failures["gaudi2-1"] and "eight" in failures["gaudi2-1"]
     assert "inferfleet_platform" in failures["h100-1"] and "fix:" in failures["h100-1"]
     # any_errors_fatal: no task ran on any host after validation, so nothing connected or changed
-    assert {r.task for r in result.results} == {"Check inferfleet variables of each host"}
+    assert {r.task for r in result.results} == {"Validate the settings and plan the services of each host"}
     assert result.changed == 0
     assert {host: ssh(sandbox, host, marker).stdout for host in EXPECTED} == before
 

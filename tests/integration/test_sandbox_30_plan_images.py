@@ -41,14 +41,15 @@ def services(image):
 
 def test_plan_uses_the_discovered_module_ids(sandbox, tiny_image):
     extra = services(tiny_image)
-    extra["inferfleet_services"][0]["devices"] = [0, 1]
+    # cards 0 and 2 of the gaudi2 profile hold module ids 2 and 3: a 2-card group Habana supports
+    extra["inferfleet_services"][0]["devices"] = [0, 2]
     extra["inferfleet_services"][0]["tensor_parallel_size"] = 2
     result = up(sandbox.inventory, stages=["preflight"], limit="gaudi2-1", extravars=extra)
     assert result.ok, result.failures
     plan = json.loads((result.run_dir / "plan.json").read_text())["hosts"]["gaudi2-1"]
     assert plan["accelerator"]["discovered"] is True and plan["accelerator"]["simulated"] is True
     # the gaudi2 profile's module ids for cards 0 and 1 (hl-smi -Q index,module_id)
-    assert plan["instances"][0]["env"]["HABANA_VISIBLE_MODULES"] == "2,6"
+    assert plan["instances"][0]["env"]["HABANA_VISIBLE_MODULES"] == "2,3"
 
 
 def test_a_held_card_makes_preflight_refuse_the_service(sandbox, tiny_image):
@@ -61,7 +62,7 @@ def test_a_held_card_makes_preflight_refuse_the_service(sandbox, tiny_image):
         sandbox.set_fault("gaudi2-1", "release", 3)
     assert not result.ok
     messages = [f.msg for f in result.failures if f.host == "gaudi2-1"]
-    assert any("service llm: devices: card 3 is held by pid" in m for m in messages), messages
+    assert any("inferfleet_services[llm].devices: card 3 is held by pid" in m for m in messages), messages
 
 
 def test_images_come_through_the_mirror_once_and_a_rerun_transfers_nothing(sandbox, tiny_image):

@@ -132,3 +132,13 @@ def test_emulator_csv_query_units():
     assert text.splitlines()[:2] == ["index, module_id, memory.total [MiB]", "0, 2, 98304"]
     with pytest.raises(ValueError, match="not a valid field"):
         emulators.render_csv_query(profile, cards, ["bogus"], set(), emulators.HL_QUERY_FIELDS)
+
+
+def test_npu_smi_reports_a_dcmi_failure_that_exits_zero():
+    # vllm-project/vllm-ascend issue #2698: npu-smi info printed this and exited 0 in a container
+    text = (ACCEL / "npu-smi_info_dcmi_-8005.txt").read_text()
+    message = ap.npu_smi_failure(text)
+    assert "dcmi ret -8005" in message and "held by another container" in message
+    assert ap.parse_npu_smi_info(text)["devices"] == []  # read alone, it would be "no cards"
+    ok = (ACCEL / "npu-smi_info_910b4_excerpt.txt").read_text()
+    assert ap.npu_smi_failure(ok) is None

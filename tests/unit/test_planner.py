@@ -20,7 +20,7 @@ VICUNA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 5120, "num_atten
           "num_hidden_layers": 40, "max_position_embeddings": 16384, "torch_dtype": "float16",
           "vocab_size": 32000, "intermediate_size": 13824}
 GAUDI = {"inferfleet_platform": "gaudi", "inferfleet_accelerator": {"model": "HL-225", "count": 8, "memory_gib": 96},
-         "inferfleet_images": {"gaudi": "reg/vllm-gaudi:1"}}
+         "inferfleet_images": {"gaudi": "reg/vllm-gaudi:1"}, "inferfleet_vllm_versions": {"gaudi": "0.9.0"}}
 
 
 def plan_one(services, base=GAUDI, discovered=None, **extra):
@@ -100,21 +100,21 @@ def test_a_held_card_is_refused_with_its_holder():
     discovered = {"count": 8, "memory_total_mib": 98304, "devices": [
         {"index": i, "module_id": (2, 6, 3, 7, 0, 4, 5, 1)[i], "held": i == 2,
          "processes": [{"pid": 4242, "container": "abc123"}] if i == 2 else []} for i in range(8)]}
-    plan = plan_one([llm()], discovered=discovered)
+    plan = plan_one([llm(devices=[0, 2, 4, 7])], discovered=discovered)  # module ids 2, 3, 0, 1: a Habana group
     assert issues(plan) == [("h1", "llm", "devices")]
     assert "card 2 is held by pid 4242 (container abc123)" in plan.errors[0].message
-    # device_count picks free cards around the held one, and module ids come from discovery
+    # device_count takes the other 4-card module group, free of the held card; module ids come from discovery
     ok = plan_one([llm(devices=None, device_count=4)], discovered=discovered)
     inst = ok.hosts["h1"].instances[0]
-    assert inst["devices"] == [0, 1, 3, 4]
-    assert inst["env"]["HABANA_VISIBLE_MODULES"] == "2,6,7,0"
+    assert inst["devices"] == [1, 3, 5, 6]
+    assert inst["env"]["HABANA_VISIBLE_MODULES"] == "6,7,4,5"
 
 
 def test_explicit_cards_are_reserved_before_device_count_picks():
     plan = plan_one([{"name": "e", "model": "/m/e", "task": "embed", "port": 8100},
                      llm(devices=[0, 1, 2, 3])])
     assert plan.ok, plan.errors
-    assert plan.hosts["h1"].instances[0]["devices"] == [4]
+    assert plan.hosts["h1"].instances[0]["devices"] == [7]  # automatic choice starts from the last card
 
 
 def test_shared_card_splits_memory_as_seed_000():
@@ -175,7 +175,11 @@ def test_gaudi_and_ascend_container_flags():
     spec = {"name": "q", "model": "/w/q", "model_config": QWEN7, "devices": [1], "port": 8080, "max_model_len": 8192}
     inst = plan_one([spec], base=ascend).hosts["h1"].instances[0]
     argv = inst["docker_run"]
-    assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "1"
+    # only the planned card is mounted (vllm-ascend's docs: --device /dev/davinciN per card), and inside the
+    # container it is the first one
+    assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+    assert [d for d in inst["container"]["devices"] if "davinci" in d and "manager" not in d] == [
+        "/dev/davinci1:/dev/davinci1"]
     for part in ("/dev/davinci1:/dev/davinci1", "/dev/davinci_manager:/dev/davinci_manager",
                  "/usr/local/Ascend/driver/lib64:/usr/local/Ascend/driver/lib64:ro"):
         assert part in argv
@@ -208,6 +212,7 @@ def test_plan_cli_json_and_exit_codes(tmp_path):
     assert set(inst["kv_cache"]) >= {"bytes_per_token", "weights_bytes", "max_concurrency"}
     bad = tmp_path / "bad.yml"
     bad.write_text("all:\n  hosts:\n    h1:\n      inferfleet_platform: cpu\n      inferfleet_images: {cpu: img}\n"
+                   "      inferfleet_vllm_versions: {cpu: 0.32.0}\n"
                    "      inferfleet_services: [{name: x, model: /m, task: embed, port: 80, devices: [0]}]\n")
     out = subprocess.run([sys.executable, "-m", "inferfleet.cli", "plan", "-i", str(bad)], capture_output=True,
                          text=True)
@@ -220,7 +225,8 @@ def test_presets_and_serving_defaults_come_from_the_role_data_files():
     env = plan_one([llm()]).hosts["h1"].instances[0]["env"]
     for key, value in presets()["gaudi/vllm-fork"]["default"].items():
         assert env[key] == value
-    cpu = {"inferfleet_platform": "cpu", "inferfleet_images": {"cpu": "reg/vllm-cpu:1"}}
+    cpu = {"inferfleet_platform": "cpu", "inferfleet_images": {"cpu": "reg/vllm-cpu:1"},
+           "inferfleet_vllm_versions": {"cpu": "0.32.0"}}
     inst = plan_one([{"name": "e", "model": "/m/e", "task": "embed", "port": 9000}], base=cpu).hosts["h1"].instances[0]
     assert inst["args"][inst["args"].index("--max-num-seqs") + 1] == str(serving_default("max_num_seqs", "cpu"))
     assert inst["startup_timeout"] == serving_default("startup_timeout", "cpu")
@@ -261,3 +267,217 @@ def test_the_plan_document_hash_follows_the_hosts_plans():
     assert document["format"] == 1 and len(document["hash"]) == 64
     assert plan_one([llm()]).to_dict()["hash"] == document["hash"]
     assert plan_one([llm(max_num_seqs=8)]).to_dict()["hash"] != document["hash"]
+
+
+def test_hosts_with_equal_inputs_get_equal_plans_with_their_own_address():
+    services = [llm(), {"name": "e", "model": "/m/e", "task": "embed", "devices": [5], "port": 9000}]
+    hosts = [HostInput(name, {**GAUDI, "ansible_host": address, "inferfleet_services": services}, ("gaudi",), None,
+                       ROOT) for name, address in (("g1", "10.0.0.1"), ("g2", "10.0.0.2"))]
+    together = plan_hosts(hosts)
+    alone = plan_hosts(hosts[1:])
+    assert together.hosts["g2"].to_dict() == alone.hosts["g2"].to_dict()
+    assert [str(w) for w in together.warnings if w.host == "g2"] == [str(w) for w in alone.warnings]
+    assert together.hosts["g2"].instances[0]["health_url"] == "http://10.0.0.2:8000/health"
+    assert together.hosts["g1"].instances[0]["health_url"] == "http://10.0.0.1:8000/health"
+
+
+SMALL = {"model_config": None, "weights_gib": 10, "task": "generate"}  # no model arithmetic in the way
+
+# Intel Gaudi docs, "Multiple Workloads on a Single Docker": partial-card workloads of 2 or 4 cards only in the
+# module-id groups {0,1} {2,3} {4,5} {6,7} and {0,1,2,3} {4,5,6,7}.
+GAUDI_MODULES = {"count": 8, "memory_total_mib": 98304, "devices": [
+    {"index": i, "module_id": (2, 6, 3, 7, 0, 4, 5, 1)[i], "held": False, "numa_node": 0 if i < 4 else 1}
+    for i in range(8)]}
+
+
+@pytest.mark.parametrize(("devices", "tp", "ok"), [
+    ([0, 1], 2, True),            # module ids 0, 1 (no discovery: ids are indices)
+    ([1, 2], 2, False),           # 1, 2
+    ([4, 5, 6, 7], 4, True),
+    ([2, 3, 4, 5], 4, False),
+    ([0, 1, 2], 3, False),        # 3 cards: no such group
+    (list(range(8)), 8, True),    # the whole host
+    ([5], 1, True),
+])
+def test_gaudi_instances_run_on_the_card_groups_habana_supports(devices, tp, ok):
+    plan = plan_one([llm(devices=devices, tensor_parallel_size=tp, **SMALL)])
+    assert plan.ok is ok, plan.errors
+    if not ok:
+        assert "Habana runs a workload on 1 card, on all of them, or on 2 cards with module ids" in str(plan.errors[0])
+
+
+def test_gaudi_groups_are_judged_by_module_id_and_picked_from_the_last_group():
+    # indices 0 and 2 hold module ids 2 and 3: a group; indices 0 and 1 (2 and 6) are not
+    assert plan_one([llm(devices=[0, 2], tensor_parallel_size=2, **SMALL)],
+                    discovered=GAUDI_MODULES).ok
+    refused = plan_one([llm(devices=[0, 1], tensor_parallel_size=2, **SMALL)],
+                       discovered=GAUDI_MODULES)
+    assert "(module ids [2, 6])" in refused.errors[0].message and "use cards [4, 7] or [0, 2]" in \
+        refused.errors[0].fix
+    picked = plan_one([llm(devices=None, tensor_parallel_size=2, device_count=2, **SMALL)],
+                      discovered=GAUDI_MODULES).hosts["h1"].instances[0]
+    assert picked["env"]["HABANA_VISIBLE_MODULES"] == "6,7"  # the last group, {6, 7}: cards 1 and 3
+
+
+def test_several_cards_come_from_one_numa_node_when_it_has_enough():
+    nvidia = {"inferfleet_platform": "nvidia", "inferfleet_images": {"nvidia": "vllm/vllm-openai:v0.11.0"},
+              "inferfleet_accelerator": {"model": "H100", "count": 8, "memory_gib": 80}}
+    discovered = {"count": 8, "memory_total_mib": 81559, "devices": [
+        {"index": i, "held": i in (5, 6), "numa_node": 0 if i < 4 else 1} for i in range(8)]}
+    spec = {"name": "e", "model": "/m/e", "task": "embed", "device_count": 3, "port": 9000}
+    inst = plan_one([spec], base=nvidia, discovered=discovered).hosts["h1"].instances
+    # node 1 has only cards 4 and 7 free: the three come from node 0, the last ones first
+    assert [i["devices"] for i in inst] == [[1], [2], [3]]  # one instance per card (TP 1)
+
+
+EMBED = {"name": "e", "model": "/m/gte-modernbert-base", "task": "embed", "devices": [5], "port": 9000}
+
+
+@pytest.mark.parametrize(("version", "embed", "rerank"), [
+    # docs.vllm.ai/en/v0.9.1/models/pooling_models.html: --task embed, and score for sentence pairs
+    ("0.9.0", ["--task", "embed"], ["--task", "score"]),
+    ("0.10.0", ["--task", "embed"], ["--task", "score"]),
+    # vllm-project/vllm pull request 21470, documented from v0.10.1.1: --runner pooling
+    ("0.10.1", ["--runner", "pooling"], ["--runner", "pooling"]),
+    ("0.32.0", ["--runner", "pooling"], ["--runner", "pooling"]),
+])
+def test_pooling_flags_follow_the_images_vllm_version(version, embed, rerank):
+    services = [dict(EMBED, vllm_version=version),
+                dict(EMBED, name="r", task="rerank", port=9001, vllm_version=version, share_devices=True)]
+    services[0]["share_devices"] = True
+    args = {i["name"]: i["args"] for i in plan_one(services).hosts["h1"].instances}
+    assert args["e"][-2:] == embed and args["r"][-2:] == rerank
+
+
+def test_the_vllm_version_comes_from_the_service_the_host_or_the_tag_and_is_needed_for_pooling():
+    def version_args(**spec):
+        plan = plan_one([dict(EMBED, **spec)], inferfleet_vllm_versions={})
+        return plan.errors or plan.hosts["h1"].instances[0]["args"][-2:]
+    assert version_args(image="vllm/vllm-openai:v0.9.2") == ["--task", "embed"]
+    assert version_args(image="quay.io/ascend/vllm-ascend:v0.11.0") == ["--runner", "pooling"]
+    (unknown,) = version_args()
+    assert unknown.field == "inferfleet_services[e].vllm_version" and "reg/vllm-gaudi:1" in unknown.message
+
+
+@pytest.mark.parametrize(("version", "flag", "words"), [
+    ("0.9.0", "--runner=pooling", "--runner exists from vLLM 0.10.1 on"),
+    ("0.13.0", "--task", "--task was removed in vLLM 0.13.0"),  # vLLM v0.13.0 release notes
+])
+def test_extra_args_the_version_lacks_are_refused(version, flag, words):
+    plan = plan_one([dict(EMBED, vllm_version=version, extra_args=[flag, "embed"])])
+    assert [e.field for e in plan.errors] == ["inferfleet_services[e].extra_args"]
+    assert words in plan.errors[0].message and f"vLLM {version}" in plan.errors[0].message
+
+
+def test_quantization_maps_to_vllms_flags_and_to_inc_on_gaudi():
+    # docs.vllm.ai/en/v0.10.0/features/quantization/inc.html: QUANT_CONFIG=... --quantization inc
+    # --kv-cache-dtype fp8_inc
+    quant = "/models/qwen/inc/quant.json"
+    inst = plan_one([llm(quantization="fp8", quant_config=quant)]).hosts["h1"].instances[0]
+    args = inst["args"]
+    assert args[args.index("--quantization") + 1] == "inc" and args[args.index("--kv-cache-dtype") + 1] == "fp8_inc"
+    assert "--dtype" not in args or args[args.index("--dtype") + 1] != "fp8"
+    assert inst["env"]["QUANT_CONFIG"] == quant and f"{quant}:{quant}:ro" in inst["container"]["volumes"]
+    assert [e.field for e in plan_one([llm(quantization="fp8")]).errors] == ["inferfleet_services[llm].quant_config"]
+    # seed 004's start script: -d awq|gptq pass --quantization awq_hpu|gptq_hpu, each with --dtype bfloat16
+    awq = plan_one([llm(quantization="awq", dtype=None)]).hosts["h1"].instances[0]["args"]
+    assert awq[awq.index("--quantization") + 1] == "awq_hpu" and awq[awq.index("--dtype") + 1] == "bfloat16"
+    nvidia = {"inferfleet_platform": "nvidia", "inferfleet_images": {"nvidia": "vllm/vllm-openai:v0.11.0"},
+              "inferfleet_accelerator": {"model": "H100", "count": 8, "memory_gib": 80}}
+    for method in ("fp8", "awq", "gptq"):
+        args = plan_one([llm(quantization=method)], base=nvidia).hosts["h1"].instances[0]["args"]
+        assert args[args.index("--quantization") + 1] == method
+    # dtype takes vLLM's --dtype values only: fp8 is a quantization, not a dtype
+    assert [e.field for e in plan_one([llm(dtype="fp8")]).errors] == ["inferfleet_services[llm].dtype"]
+
+
+ASCEND = {"inferfleet_platform": "ascend", "inferfleet_images": {"ascend": "quay.io/ascend/vllm-ascend:v0.11.0"},
+          "inferfleet_accelerator": {"model": "910B3", "count": 8, "memory_gib": 64}}
+QWEN7_SPEC = {"name": "q", "model": "/w/q", "model_config": QWEN7, "port": 8080, "max_model_len": 8192}
+
+
+def test_a_multi_card_ascend_service_mounts_its_cards_and_the_hccl_files():
+    inst = plan_one([dict(QWEN7_SPEC, devices=[2, 3], tensor_parallel_size=2)], base=ASCEND).hosts["h1"].instances[0]
+    container = inst["container"]
+    assert [d for d in container["devices"] if d.startswith("/dev/davinci") and d[12].isdigit()] == [
+        "/dev/davinci2:/dev/davinci2", "/dev/davinci3:/dev/davinci3"]
+    assert inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "0,1"
+    # seed 002's multi-card container: -v /usr/bin/hccn_tool -v /etc/hccn.conf
+    assert {"/usr/bin/hccn_tool:/usr/bin/hccn_tool:ro", "/etc/hccn.conf:/etc/hccn.conf:ro"} <= set(
+        container["volumes"])
+    single = plan_one([dict(QWEN7_SPEC, devices=[2])], base=ASCEND).hosts["h1"].instances[0]["container"]
+    assert not any("hccn" in v for v in single["volumes"])
+
+
+def test_the_ascend_docker_runtime_mode_names_the_cards_in_ascend_visible_devices():
+    inst = plan_one([dict(QWEN7_SPEC, devices=[5])], base=ASCEND,
+                    accel_runtime_ascend_mode="runtime").hosts["h1"].instances[0]
+    assert inst["container"]["runtime"] == "ascend" and inst["container"]["devices"] == []
+    assert inst["env"]["ASCEND_VISIBLE_DEVICES"] == "5" and inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+    assert "--runtime=ascend" in inst["docker_run"]
+
+
+def test_gaudi_big_model_flags_and_skipping_warmup_on_a_warm_cache():
+    inst = plan_one([llm(unlimited_memlock=True, warmup_cache=True, skip_warmup_when_cached=True)]).hosts[
+        "h1"].instances[0]
+    container, argv = inst["container"], inst["docker_run"]
+    # seed 004: --cap-add SYS_PTRACE --cap-add=CAP_IPC_LOCK --ulimit memlock=-1:-1
+    assert {"sys_nice", "sys_ptrace", "ipc_lock"} == set(container["capabilities"])
+    assert argv[argv.index("--ulimit") + 1] == "memlock=-1:-1"
+    assert container["entrypoint"][:2] == ["/bin/sh", "-c"] and inst["warmup_cache_dir"] in container["entrypoint"][2]
+    assert "VLLM_SKIP_WARMUP=true" in container["entrypoint"][2] and container["command"][0] == "/m/qwen"
+    image_at = argv.index("reg/vllm-gaudi:1")
+    assert argv[image_at - 2:image_at] == ["--entrypoint", "/bin/sh"] and argv[image_at + 1] == "-c"
+    assert [e.field for e in plan_one([llm(skip_warmup_when_cached=True)]).errors] == [
+        "inferfleet_services[llm].skip_warmup_when_cached"]
+
+
+def test_buckets_follow_seed_004s_start_script():
+    # start_gaudi_vllm_server.sh -b 128 -i 800,1024 -o 400,512 -t 8192 (vllm-fork aice/v1.21.0, scripts/utils.sh
+    # set_bucketing)
+    env = hpu_buckets("vllm-fork", 8192, 128, 8192, input_len=[800, 1024], output_len=[400, 512])
+    assert [env[f"VLLM_{k}_BUCKET_{e}"] for k in ("PROMPT_BS", "PROMPT_SEQ", "DECODE_BS", "DECODE_BLOCK")
+            for e in ("MIN", "STEP", "MAX")] == ["1", "1", "10", "896", "128", "1152", "1", "8", "128",
+                                                 "128", "128", "1664"]
+    # -b 24 -i 4,38912 -o 4,2048 -t 40960 -r 8,24000 (set_partial_warmup): only the hot buckets are warmed
+    hot = hpu_buckets("vllm-fork", 40960, 24, 40960, input_len=[4, 38912], output_len=[4, 2048],
+                      hot_buckets=[8, 24000])
+    assert (hot["VLLM_SKIP_LAZY_WARMUP"], hot["VLLM_PROMPT_SEQ_BUCKET_MAX"], hot["VLLM_DECODE_BS_BUCKET_MAX"],
+            hot["VLLM_DECODE_BLOCK_BUCKET_MAX"]) == ("true", "24000", "8", "1664")
+
+
+def test_seed_000s_preset_is_literal_for_embedding_and_small_gte_models_run_eagerly():
+    gte = {"architectures": ["ModernBertModel"], "hidden_size": 768, "num_attention_heads": 12,
+           "num_hidden_layers": 22, "intermediate_size": 1152, "vocab_size": 50368, "max_position_embeddings": 8192}
+    spec = dict(EMBED, model_config=gte, env_preset="performance", max_model_len=4096)
+    env = plan_one([spec]).hosts["h1"].instances[0]["env"]
+    literal = {"VLLM_PROMPT_BS_BUCKET_MAX": "8", "VLLM_PROMPT_SEQ_BUCKET_MIN": "1",
+               "VLLM_PROMPT_SEQ_BUCKET_STEP": "512",
+               "VLLM_PROMPT_SEQ_BUCKET_MAX": "4096", "VLLM_DECODE_BS_BUCKET_MAX": "2",
+               "VLLM_DECODE_BLOCK_BUCKET_MIN": "1", "VLLM_DECODE_BLOCK_BUCKET_MAX": "2"}
+    assert {k: env[k] for k in literal} == literal
+    assert env["PT_HPU_LAZY_MODE"] == "0"  # gte under 1B parameters (seed 000)
+    assert plan_one([dict(spec, env={"PT_HPU_LAZY_MODE": 1})]).hosts["h1"].instances[0]["env"][
+        "PT_HPU_LAZY_MODE"] == "1"  # the service's own env wins
+    # embedding prompts are bucketed to 8192 tokens at most
+    too_long = plan_one([dict(spec, env={"VLLM_PROMPT_SEQ_BUCKET_MAX": 16384})])
+    assert [e.field for e in too_long.errors] == ["inferfleet_services[e].env"]
+    assert "Gaudi buckets embed prompts up to 8192" in too_long.errors[0].message
+
+
+@pytest.mark.parametrize(("model", "distribution", "image"), [
+    # vllm-ascend docs/source/installation.md: <version> A2 Ubuntu, -a3, -310p, each also -openeuler
+    ("910B3", "Ubuntu", "quay.io/ascend/vllm-ascend:v0.11.0"),
+    ("910B3", "openEuler", "quay.io/ascend/vllm-ascend:v0.11.0-openeuler"),
+    ("Ascend910", "Ubuntu", "quay.io/ascend/vllm-ascend:v0.11.0-a3"),
+    ("Ascend910", "openEuler", "quay.io/ascend/vllm-ascend:v0.11.0-a3-openeuler"),
+    ("310P3", "Ubuntu", "quay.io/ascend/vllm-ascend:v0.11.0-310p"),
+])
+def test_a_vllm_ascend_version_becomes_the_image_of_the_hosts_cards(model, distribution, image):
+    discovered = {"count": 8, "model": model, "memory_total_mib": 65536, "distribution": distribution,
+                  "devices": [{"index": i, "held": False} for i in range(8)]}
+    inst = plan_one([dict(QWEN7_SPEC, devices=[0])], base=ASCEND, discovered=discovered).hosts["h1"].instances[0]
+    assert inst["image"] == image
+    named = plan_one([dict(QWEN7_SPEC, devices=[0], image="quay.io/ascend/vllm-ascend:v0.11.0-a3")], base=ASCEND,
+                     discovered=discovered).hosts["h1"].instances[0]
+    assert named["image"] == "quay.io/ascend/vllm-ascend:v0.11.0-a3"  # a variant the user named stays

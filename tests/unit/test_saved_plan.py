@@ -28,7 +28,8 @@ def fleet(tmp_path: Path, port: int = 9000) -> Path:
     service = {"name": "e", "model": "/m/e", "task": "embed", "port": port}
     inventory.write_text(yaml.safe_dump({"all": {
         "vars": {"ansible_connection": "local", "inferfleet_platform": "cpu",
-                 "inferfleet_images": {"cpu": "reg/vllm-cpu:1"}, "inferfleet_services": [service]},
+                 "inferfleet_images": {"cpu": "reg/vllm-cpu:1"}, "inferfleet_vllm_versions": {"cpu": "0.32.0"},
+                 "inferfleet_services": [service]},
         "children": {"cpu": {"hosts": {"c1": {}, "c2": {}}}}}}))
     return inventory
 
