@@ -44,6 +44,9 @@ class Profile:
     )
     hugepages_limit: int = 20000
     extra: dict = field(default_factory=dict)
+    # The vendor container runtime the host simulates, name -> facts (sim/runtimes.py reads them; a host's
+    # /etc/inferfleet-sim/runtimes.json overrides them, e.g. to simulate an older runtime version).
+    runtimes: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -75,18 +78,26 @@ PROFILES: dict[str, Profile] = {
         devices=_devices(_GAUDI2_BUS, 98304, 768, _GAUDI2_MODULES),
         device_nodes=tuple(f"accel/accel{i}" for i in range(8))
         + tuple(f"accel/accel_controlD{i}" for i in range(8)),
+        # habanalabs-container-runtime ships with each Gaudi software release, numbered like it (vault.habana.ai)
+        runtimes={"habana-container-runtime": {"version": "1.21.1"}},
     ),
     "ascend910b": Profile(
         name="ascend910b", platform="ascend", model="910B3", memory_gib=64,
         driver_version="24.1.1", tool_version="24.1.1",
         devices=_devices(_ASCEND_BUS, 65536, 3400),
         device_nodes=tuple(f"davinci{i}" for i in range(8)) + ("davinci_manager", "devmm_svm", "hisi_hdc"),
+        # Ascend-docker-runtime (MindCluster); "product" is what DCMI reports (not an Atlas 200 model here)
+        runtimes={"ascend-docker-runtime": {"version": "6.0.0", "product": ""}},
     ),
     "h100": Profile(
         name="h100", platform="nvidia", model="NVIDIA H100 80GB HBM3", memory_gib=80,
         driver_version="535.129.03", tool_version="12.2",
         devices=_devices(_NVIDIA_BUS, 81559, 0),
         device_nodes=tuple(f"nvidia{i}" for i in range(8)) + ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"),
+        # nvidia-container-toolkit 1.17.8: the last release whose runtime resolves mode "auto" to legacy. The
+        # NVIDIA_REQUIRE_* checks compare with the driver's CUDA version (tool_version) and the GPU's compute
+        # capability (H100: 9.0, developer.nvidia.com/cuda-gpus); NVML's brand is not recorded (None).
+        runtimes={"nvidia-container-runtime": {"version": "1.17.8", "arch": "9.0", "brand": None}},
     ),
     "cpu": Profile(
         name="cpu", platform="cpu", model="", memory_gib=0,

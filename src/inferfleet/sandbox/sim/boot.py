@@ -18,8 +18,9 @@ import sys
 import time
 
 try:
-    from . import simlib
+    from . import runtimes, simlib
 except ImportError:
+    import runtimes  # type: ignore[no-redef]
     import simlib  # type: ignore[no-redef]
 
 SIM_DIR = "/usr/local/lib/inferfleet-sim"
@@ -94,9 +95,13 @@ def write_driver_files(profile: dict) -> None:
                                     "Driver_Install_Type=full\nDriver_Install_Path_Param=/usr/local/Ascend\n",
         "/etc/hccn.conf": "".join(f"address_{d['index']}=192.168.100.{101 + d['index']}\n"
                                   f"netmask_{d['index']}=255.255.255.0\n" for d in profile["devices"]),
+        # what the Ascend-docker-runtime installer leaves (run_main.sh copies base.list there); the simulated
+        # runtime's hook mounts the entries that exist (sim/runtimes.py ASCEND_BASE_LIST has the sources)
+        f"{runtimes.ASCEND_CONFIG_DIR}/base.list": "\n".join(runtimes.ASCEND_BASE_LIST),
     }
     for path, text in files.items():
         if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(text)
 
