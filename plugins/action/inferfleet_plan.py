@@ -99,7 +99,11 @@ class ActionModule(ActionBase):
         return result
 
     def _plan(self, host, task_vars, mode):
-        host_vars, problems = inventory.templated_settings(host, task_vars, self._templar)
+        # the host's own variables (inventory, extra vars), not the defaults of the role this task runs in: the
+        # plan, and the hash a saved plan is checked against, are those of what the user set, as in the CLI
+        own = task_vars.get("hostvars", {}).get(host, {})
+        visible = {k: v for k, v in task_vars.items() if k in own}
+        host_vars, problems = inventory.templated_settings(host, visible, self._templar)
         # the validation play plans on the inventory alone, as `inferfleet plan` and `up` do before Ansible starts
         discovered = self._task.args.get("discovered") or (self._discovered(task_vars) if mode != "check" else None)
         base_dir = task_vars.get("inventory_dir")

@@ -32,9 +32,19 @@ def inferfleet_check_docker_info(info, wanted):
     return dockercfg.check_docker_info(info, wanted)
 
 
-def inferfleet_image_sources(images, mirror=""):
+def inferfleet_image_sources(images, mirror="", built=()):
     _require()
-    return dockercfg.image_sources(list(images), mirror or "")
+    return dockercfg.image_sources(list(images), mirror or "", list(built or []))
+
+
+def inferfleet_build_keys(image_infos):
+    _require()
+    return dockercfg.build_keys(list(image_infos or []))
+
+
+def inferfleet_image_builds(builds, images, mirror=""):
+    _require()
+    return dockercfg.image_builds(list(builds or []), list(images), mirror or "")
 
 
 class FilterModule:
@@ -42,4 +52,6 @@ class FilterModule:
         return {"inferfleet_daemon_settings": inferfleet_daemon_settings,
                 "inferfleet_merge_daemon_json": inferfleet_merge_daemon_json,
                 "inferfleet_check_docker_info": inferfleet_check_docker_info,
-                "inferfleet_image_sources": inferfleet_image_sources}
+                "inferfleet_image_sources": inferfleet_image_sources,
+                "inferfleet_image_builds": inferfleet_image_builds,
+                "inferfleet_build_keys": inferfleet_build_keys}

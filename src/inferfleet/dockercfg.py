@@ -110,8 +110,40 @@ def mirror_ref(image: str, mirror: str) -> str:
     return f"{mirror.split('://', 1)[-1].rstrip('/')}/{registry.lower().replace(':', '-')}/{path}"
 
 
-def image_sources(images: list[str], mirror: str = "") -> list[dict]:
-    """Where each host pulls each image from: {image, source, mirrored}. With a LAN mirror one host copies the
-    image from upstream into it and every host pulls it from there, then names it as the plan does."""
-    return [{"image": image, "source": mirror_ref(image, mirror) if mirror else image, "mirrored": bool(mirror)}
-            for image in images]
+def image_sources(images: list[str], mirror: str = "", built=()) -> list[dict]:
+    """Where each host pulls each image from: {image, source, mirrored, built}. With a LAN mirror one host copies
+    the image from upstream into it and every host pulls it from there, then names it as the plan does. A built
+    image has no upstream: the build pushes it to the mirror."""
+    return [{"image": image, "source": mirror_ref(image, mirror) if mirror else image, "mirrored": bool(mirror),
+             "built": image in set(built)} for image in images]
+
+
+def build_keys(image_infos: list[dict]) -> list[str]:
+    """The inferfleet.build labels of images as docker_image_info returns them."""
+    return [((info.get("Config") or {}).get("Labels") or {}).get("inferfleet.build", "") for info in image_infos]
+
+
+def image_builds(builds: list[dict], images: list[str], mirror: str = "") -> list[dict]:
+    """The builds of images the plan uses, each with `key` (a hash of what the image is built from, the source
+    directory's files included: a change rebuilds it) and `push` (its name in the LAN mirror, '' without one)."""
+    import hashlib
+    import json
+    import os
+
+    wanted = set(images)
+    result = []
+    for build in builds or []:
+        if build["image"] not in wanted:
+            continue
+        digest = hashlib.sha256(json.dumps(build, sort_keys=True).encode())
+        if build.get("path"):
+            for root, dirs, names in os.walk(build["path"]):
+                dirs.sort()
+                for name in sorted(names):
+                    file_path = os.path.join(root, name)
+                    digest.update(os.path.relpath(file_path, build["path"]).encode())
+                    with open(file_path, "rb") as handle:
+                        digest.update(hashlib.sha256(handle.read()).digest())
+        result.append(dict(build, key=digest.hexdigest()[:16], push=mirror_ref(build["image"], mirror) if mirror
+                           else ""))
+    return result

@@ -1060,9 +1060,15 @@ def card_access(platform: str, group: list[int], ctx: EmitContext, spec: Service
     access = {"env": {}, "runtime": None, "capabilities": [], "ipc_mode": None, "devices": [], "volumes": [],
               "ulimits": []}
     if platform == "gaudi":
-        # seed 004's container: --runtime=habana --cap-add=sys_nice --net=host --ipc=host
+        # seed 004's container: --runtime=habana --cap-add=sys_nice --net=host --ipc=host. The habana runtime
+        # mounts the cards HABANA_VISIBLE_DEVICES names (indices; unset means all of them) in every version whose
+        # source is published (HabanaAI/habana-container-runtime up to v1.16.0); the framework inside picks its
+        # cards by HABANA_VISIBLE_MODULES (module ids), which Habana's current guide also has the runtime honour.
+        # Both, naming the same cards, are right for every version.
         access.update(runtime=runtime, capabilities=["sys_nice"], ipc_mode="host")
-        access["env"]["HABANA_VISIBLE_MODULES"] = ",".join(str(ctx.cards.module_id(d)) for d in group)
+        access["env"]["HABANA_VISIBLE_DEVICES"] = ",".join(map(str, sorted(group)))
+        access["env"]["HABANA_VISIBLE_MODULES"] = ",".join(str(m) for m in sorted(ctx.cards.module_id(d)
+                                                                                 for d in group))
     elif platform == "nvidia":
         # NVIDIA Container Toolkit: --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=<indices>
         access.update(runtime=runtime, ipc_mode="host")
@@ -1071,9 +1077,12 @@ def card_access(platform: str, group: list[int], ctx: EmitContext, spec: Service
         # The container sees only its cards, numbered from 0 inside: ASCEND_RT_VISIBLE_DEVICES counts those.
         access["env"]["ASCEND_RT_VISIBLE_DEVICES"] = ",".join(map(str, range(len(group))))
         if ctx.ascend_mode == "runtime":
-            # Ascend Docker Runtime: it mounts the cards ASCEND_VISIBLE_DEVICES names and the driver files
+            # Ascend Docker Runtime: it mounts the cards ASCEND_VISIBLE_DEVICES names, the managers and the files
+            # of its base.list (driver lib64, dcmi, npu-smi), not version.info nor ascend_install.info
+            # (Ascend/mind-cluster runtime/process/process.go; the installer's base.list)
             access["runtime"] = runtime
             access["env"]["ASCEND_VISIBLE_DEVICES"] = ",".join(map(str, group))
+            access["volumes"] += [f"{p}:{p}:ro" for p in container_access()["ascend_runtime_extra_paths"]]
         else:
             # vllm-ascend's documented container (seed 002): each planned card, the managers, the driver files
             access["devices"] = [f"/dev/davinci{i}:/dev/davinci{i}" for i in group]

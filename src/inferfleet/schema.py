@@ -30,6 +30,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    model_validator,
 )
 
 PLATFORMS = ("gaudi", "ascend", "nvidia", "cpu")
@@ -459,6 +460,35 @@ class AccelRuntime(Strict):
               "roles/accel_runtime/files/container_access.yml).", templated=True)
 
 
+class ImageBuild(Strict):
+    """An image the fleet builds from a vendor base and a vLLM source (seed 004, section 1.4)."""
+
+    image: ImageRef = setting(..., "The name it gets: what inferfleet_images or a service's image names.",
+                              "registry.example.com/inferfleet/vllm-fork-gaudi:1.21.3-aice-v1.21.0")
+    base: ImageRef = setting(..., "The vendor's base image.",
+                             "vault.habana.ai/gaudi-docker/1.21.3/ubuntu22.04/habanalabs/pytorch-installer-2.6.0:latest")
+    git: Url | None = setting(None, "Git URL of the vLLM source, cloned in the build (the build host needs to reach "
+                                    "it).", "https://github.com/HabanaAI/vllm-fork")
+    ref: StrictStr | None = setting(None, "Branch or tag of the git source.", "aice/v1.21.0", min_length=1)
+    path: StrictStr | None = setting(None, "Or a directory on the controller holding the source (air-gapped "
+                                           "sites).", "/srv/src/vllm-fork", min_length=1)
+    requirements: StrictStr = setting("requirements-hpu.txt", "The requirements file of the source, installed "
+                                                              "first.")
+    pip_index_url: Url = setting("", "The pip index the build installs from (seed 004 uses a mirror).",
+                                 "https://mirrors.aliyun.com/pypi/simple/")
+    pip_args: list[StrictStr] = setting([], "More pip install arguments.", ["--no-build-isolation"])
+    env: dict[EnvName, EnvValue] = setting({"VLLM_TARGET_DEVICE": "hpu"}, "Environment of the source's install.",
+                                           {"VLLM_TARGET_DEVICE": "hpu"})
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if bool(self.git) == bool(self.path):
+            raise ValueError("give the source as git (with ref) or as path, exactly one of them")
+        if self.git and not self.ref:
+            raise ValueError("a git source needs ref (the branch or tag to build)")
+        return self
+
+
 class Images(Strict):
     """Role images (stage images)."""
 
@@ -469,6 +499,13 @@ class Images(Strict):
                                                             "inferfleet_registry_credentials).", templated=True)
     images_extra: list[ImageRef] = setting([], "More images to pull on every host.", ["busybox:1.36"])
     images_mirror: StrictStr = setting(None, "LAN registry (from inferfleet_registry_mirror).", templated=True)
+    images_builds: list[ImageBuild] = setting(
+        [], "Images the fleet builds once (on one host) and pushes to the LAN mirror, skipped when present.",
+        [{"image": "registry.example.com/inferfleet/vllm-fork-gaudi:1.21.3-aice-v1.21.0",
+          "base": "vault.habana.ai/gaudi-docker/1.21.3/ubuntu22.04/habanalabs/pytorch-installer-2.6.0:latest",
+          "git": "https://github.com/HabanaAI/vllm-fork", "ref": "aice/v1.21.0"}])
+    images_build_dir: AbsolutePath = setting("/var/lib/inferfleet/builds", "Where the build host keeps the build "
+                                                                            "contexts.")
 
 
 class Models(Strict):

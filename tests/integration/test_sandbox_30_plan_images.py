@@ -49,7 +49,8 @@ def test_plan_uses_the_discovered_module_ids(sandbox, tiny_image):
     plan = json.loads((result.run_dir / "plan.json").read_text())["hosts"]["gaudi2-1"]
     assert plan["accelerator"]["discovered"] is True and plan["accelerator"]["simulated"] is True
     # the gaudi2 profile's module ids for cards 0 and 1 (hl-smi -Q index,module_id)
-    assert plan["instances"][0]["env"]["HABANA_VISIBLE_MODULES"] == "2,3"
+    env = plan["instances"][0]["env"]
+    assert (env["HABANA_VISIBLE_DEVICES"], env["HABANA_VISIBLE_MODULES"]) == ("0,2", "2,3")
 
 
 def test_a_held_card_makes_preflight_refuse_the_service(sandbox, tiny_image):

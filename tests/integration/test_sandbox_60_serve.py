@@ -88,6 +88,32 @@ def test_site_brings_every_service_to_ready_and_each_answers(served):
     assert [health(f"http://{ascend}:{port}/health") for port in (8101, 8102)] == [200, 200]
 
 
+CARD_NODES = {"gaudi": "/dev/accel/accel{}", "ascend": "/dev/davinci{}", "nvidia": "/dev/nvidia{}"}
+
+
+def test_each_serving_container_sees_exactly_its_planned_cards(served, tmp_path):
+    """The sandbox's runtimes mount what the vendors' runtimes would (habana: HABANA_VISIBLE_DEVICES, nvidia:
+    NVIDIA_VISIBLE_DEVICES; Ascend's cards come as --device): nothing more, nothing less."""
+    document = saved_plan(served, tmp_path / "plan.json")
+    checked = 0
+    for host, plan in document["hosts"].items():
+        node = CARD_NODES.get(plan["platform"])
+        for inst in plan["instances"] if node else []:
+            pattern = node.format("[0-9]*")
+            seen = ssh(served, host, f"docker exec {inst['container']['name']} sh -c 'ls -1d {pattern} 2>/dev/null'")
+            assert set(seen.stdout.split()) == {node.format(d) for d in inst["devices"]}, (host, inst["name"])
+            checked += 1
+    assert checked == 5
+
+
+def test_the_sandbox_runtimes_refuse_what_the_vendors_refuse(served):
+    image = f"{served.inventory.read_text().split('inferfleet_sandbox_vllm_image: ')[1].split()[0]}"
+    # nvidia-container-cli: device error: 9: unknown device (the h100 profile has cards 0-7)
+    refused = ssh(served, "h100-1", f"docker run --rm --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=9 "
+                                    f"--entrypoint true {image}")
+    assert refused.returncode != 0 and "unknown device" in refused.stderr, refused.stderr
+
+
 def test_second_run_changes_nothing_and_restarts_nothing(served):
     before = {host: started_at(served, host) for host in INSTANCES}
     again = up(served.inventory)

@@ -73,5 +73,23 @@ def test_images_go_through_the_lan_mirror_under_their_upstream_name():
     assert mirror_ref("docker.io/library/debian:12", "lan:5001") == "lan:5001/docker.io/library/debian:12"
     assert mirror_ref("Reg.Local:5000/x/y:1", "lan:5001") == "lan:5001/reg.local-5000/x/y:1"
     assert image_sources(["quay.io/a/b:1"]) == [{"image": "quay.io/a/b:1", "source": "quay.io/a/b:1",
-                                                 "mirrored": False}]
+                                                 "mirrored": False, "built": False}]
     assert image_sources(["quay.io/a/b:1"], "http://lan:5001")[0]["source"] == "lan:5001/quay.io/a/b:1"
+    assert image_sources(["reg/built:1", "quay.io/a/b:1"], "", ["reg/built:1"])[0]["built"] is True
+
+
+def test_image_builds_are_those_the_plan_uses_keyed_on_what_they_are_built_from(tmp_path):
+    from inferfleet.dockercfg import build_keys, image_builds
+
+    source = tmp_path / "vllm-fork"
+    source.mkdir()
+    (source / "setup.py").write_text("print('v1')\n")
+    build = {"image": "reg/vllm-fork-gaudi:1", "base": "vault/base:1", "path": str(source), "env": {}}
+    (built,) = image_builds([build, dict(build, image="reg/unused:1")], ["reg/vllm-fork-gaudi:1"], "http://lan:5001")
+    assert built["push"] == "lan:5001/docker.io/reg/vllm-fork-gaudi:1" and len(built["key"]) == 16
+    assert image_builds([build], ["reg/vllm-fork-gaudi:1"])[0]["key"] == built["key"]  # the same inputs
+    (source / "setup.py").write_text("print('v2')\n")
+    assert image_builds([build], ["reg/vllm-fork-gaudi:1"])[0]["key"] != built["key"]  # the source changed
+    assert image_builds([dict(build, base="vault/base:2")], ["reg/vllm-fork-gaudi:1"])[0]["key"] != built["key"]
+    assert build_keys([{"Config": {"Labels": {"inferfleet.build": "abc"}}}, {"Config": {"Labels": None}}]) == [
+        "abc", ""]

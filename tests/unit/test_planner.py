@@ -107,7 +107,7 @@ def test_a_held_card_is_refused_with_its_holder():
     ok = plan_one([llm(devices=None, device_count=4)], discovered=discovered)
     inst = ok.hosts["h1"].instances[0]
     assert inst["devices"] == [1, 3, 5, 6]
-    assert inst["env"]["HABANA_VISIBLE_MODULES"] == "6,7,4,5"
+    assert (inst["env"]["HABANA_VISIBLE_DEVICES"], inst["env"]["HABANA_VISIBLE_MODULES"]) == ("1,3,5,6", "4,5,6,7")
 
 
 def test_explicit_cards_are_reserved_before_device_count_picks():
@@ -316,7 +316,8 @@ def test_gaudi_groups_are_judged_by_module_id_and_picked_from_the_last_group():
         refused.errors[0].fix
     picked = plan_one([llm(devices=None, tensor_parallel_size=2, device_count=2, **SMALL)],
                       discovered=GAUDI_MODULES).hosts["h1"].instances[0]
-    assert picked["env"]["HABANA_VISIBLE_MODULES"] == "6,7"  # the last group, {6, 7}: cards 1 and 3
+    # the last group, {6, 7}: cards 1 and 3; the runtime mounts by index, the framework inside picks by module id
+    assert (picked["env"]["HABANA_VISIBLE_DEVICES"], picked["env"]["HABANA_VISIBLE_MODULES"]) == ("1,3", "6,7")
 
 
 def test_several_cards_come_from_one_numa_node_when_it_has_enough():
@@ -413,6 +414,9 @@ def test_the_ascend_docker_runtime_mode_names_the_cards_in_ascend_visible_device
     inst = plan_one([dict(QWEN7_SPEC, devices=[5])], base=ASCEND,
                     accel_runtime_ascend_mode="runtime").hosts["h1"].instances[0]
     assert inst["container"]["runtime"] == "ascend" and inst["container"]["devices"] == []
+    # the runtime's base.list mounts neither of these (Ascend/mind-cluster, the installer's base.list)
+    assert {"/usr/local/Ascend/driver/version.info:/usr/local/Ascend/driver/version.info:ro",
+            "/etc/ascend_install.info:/etc/ascend_install.info:ro"} <= set(inst["container"]["volumes"])
     assert inst["env"]["ASCEND_VISIBLE_DEVICES"] == "5" and inst["env"]["ASCEND_RT_VISIBLE_DEVICES"] == "0"
     assert "--runtime=ascend" in inst["docker_run"]
 

@@ -19,3 +19,16 @@ def test_prod_example_is_a_valid_mixed_fleet():
         member_of = [g for g, hosts in groups.items() if host in hosts]
         assert validate_host(host, host_vars, member_of) == [], host
         assert host_vars["inferfleet_platform"] in member_of
+
+
+def test_the_prod_directory_is_read_without_its_model_configs_as_inventory():
+    """`-i inventories/prod` (the directory): model_configs/*.json are files the services name, not inventory."""
+    import os
+
+    ansible_inventory = Path(sys.executable).parent / "ansible-inventory"
+    out = subprocess.run([str(ansible_inventory), "-i", str(ROOT / "inventories/prod"), "--list"],
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    assert "Skipping" not in out.stderr and "WARNING" not in out.stderr, out.stderr
+    assert set(json.loads(out.stdout)["_meta"]["hostvars"]) == {"gaudi2-node01", "gaudi2-node02", "ascend-node01",
+                                                                "h100-node01", "gateway01"}

@@ -71,3 +71,26 @@ def test_a_saved_plan_is_applied_only_while_its_inputs_are_unchanged(tmp_path):
     assert stale.returncode != 0
     assert "inferfleet_saved_plan: " in stale.stdout and "is stale: the host's settings" in stale.stdout
     assert not (tmp_path / "third" / "plans").exists()  # nothing saved from a refused plan
+
+
+def test_the_plan_inside_a_role_ignores_the_roles_defaults(tmp_path):
+    """Preflight saves the plan from inside its role, whose defaults (preflight_*) are settings too: they are not
+    the user's, so the CLI's plan of the same inventory must hash the same."""
+    from inferfleet.inventory import plan_inventory
+
+    inventory = fleet(tmp_path)
+    saved = plan_inventory(inventory).to_dict()
+    (tmp_path / "saved.json").write_text(json.dumps({k: saved[k] for k in ("format", "hash", "hosts")}))
+    roles = tmp_path / "roles" / "probe"
+    (roles / "defaults").mkdir(parents=True)
+    (roles / "defaults" / "main.yml").write_text("preflight_memory_tolerance: 0.5\n")
+    (roles / "tasks").mkdir()
+    (roles / "tasks" / "main.yml").write_text(yaml.safe_dump([{"name": "Save", "inferfleet_plan": {"mode": "save"}}]))
+    book = tmp_path / "role.yml"
+    book.write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "roles": ["probe"]}]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(tmp_path / "roles"))
+    out = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(book),
+                          "-e", f"inferfleet_run_dir={tmp_path / 'run'}", "-e",
+                          f"inferfleet_saved_plan={tmp_path / 'saved.json'}"], capture_output=True, text=True,
+                         env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stdout

@@ -94,3 +94,14 @@ def test_role_defaults_agree_with_the_schema():
             if not (info.json_schema_extra or {}).get("templated"):
                 assert defaults[name] == info.default, f"{role}: {name} default differs from the schema"
         assert set(defaults) <= set(group.model_fields), f"{role}: defaults the schema does not declare"
+
+
+def test_an_image_build_takes_one_source():
+    base = {"image": "reg/vllm:1", "base": "vault/base:1"}
+    for build, words in (({**base}, "exactly one of them"),
+                         ({**base, "git": "https://g/x", "path": "/s"}, "exactly one"),
+                         ({**base, "git": "https://g/x"}, "needs ref")):
+        problems = validate_host("c1", {"inferfleet_platform": "cpu", "images_builds": [build]}, ["cpu"])
+        assert [p.field for p in problems] == ["images_builds[0]"] and words in problems[0].message, problems
+    assert validate_host("c1", {"inferfleet_platform": "cpu", "images_builds": [{**base, "path": "/src"}]},
+                         ["cpu"]) == []
