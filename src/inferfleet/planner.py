@@ -629,7 +629,8 @@ GAUDI_GROUPS_RULE = ("Habana runs a workload on 1 card, on all of them, or on 2 
 
 
 def _gaudi_groups_ok(draft: Draft, cards: Cards, findings: Findings) -> bool:
-    """Each instance's cards form a group Habana supports, judged by module ids (stable across reboots)."""
+    """Each instance's cards form a group Habana supports, judged by module ids (stable across reboots). Before
+    preflight has read the module ids the rule cannot be judged: a warning, and preflight decides."""
     allowed = gaudi_groups()
     for group in draft.groups:
         if len(group) in (1, cards.count):
@@ -638,11 +639,12 @@ def _gaudi_groups_ok(draft: Draft, cards: Cards, findings: Findings) -> bool:
         if modules not in allowed.get(len(group), []):
             choices = [sorted(cards.index_of_module(m) for m in g) for g in allowed.get(len(group), [])]
             choices = [c for c in choices if all(i is not None and i < cards.count for i in c)]
-            findings.error(draft.at("devices"), f"cards {group} (module ids {sorted(modules)}) are not a card group "
+            report = findings.error if cards.devices else findings.warn
+            report(draft.at("devices"), f"cards {group} (module ids {sorted(modules)}) are not a card group "
                                                 f"Habana supports: {GAUDI_GROUPS_RULE}",
                            f"use cards {' or '.join(map(str, choices))}" if choices
                            else "give the instance 1 card or all of the host's cards (tensor_parallel_size)")
-            return False
+            return not cards.devices
     return True
 
 

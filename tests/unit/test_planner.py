@@ -300,10 +300,15 @@ GAUDI_MODULES = {"count": 8, "memory_total_mib": 98304, "devices": [
     ([5], 1, True),
 ])
 def test_gaudi_instances_run_on_the_card_groups_habana_supports(devices, tp, ok):
-    plan = plan_one([llm(devices=devices, tensor_parallel_size=tp, **SMALL)])
+    same_ids = {"count": 8, "memory_total_mib": 98304,
+                "devices": [{"index": i, "module_id": i, "held": False} for i in range(8)]}
+    plan = plan_one([llm(devices=devices, tensor_parallel_size=tp, **SMALL)], discovered=same_ids)
     assert plan.ok is ok, plan.errors
     if not ok:
         assert "Habana runs a workload on 1 card, on all of them, or on 2 cards with module ids" in str(plan.errors[0])
+        # before preflight read the module ids, the rule cannot be judged: a warning, and preflight decides
+        offline = plan_one([llm(devices=devices, tensor_parallel_size=tp, **SMALL)])
+        assert offline.ok and any("module ids" in w.message for w in offline.warnings)
 
 
 def test_gaudi_groups_are_judged_by_module_id_and_picked_from_the_last_group():
