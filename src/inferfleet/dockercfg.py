@@ -130,11 +130,14 @@ def image_builds(builds: list[dict], images: list[str], mirror: str = "") -> lis
     import json
     import os
 
+    from .schema import ImageBuild
+
     wanted = set(images)
     result = []
-    for build in builds or []:
-        if build["image"] not in wanted:
+    for given in builds or []:
+        if given["image"] not in wanted:
             continue
+        build = ImageBuild.model_validate(given).model_dump()  # every key, with the schema's defaults
         digest = hashlib.sha256(json.dumps(build, sort_keys=True).encode())
         if build.get("path"):
             for root, dirs, names in os.walk(build["path"]):
