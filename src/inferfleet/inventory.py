@@ -15,7 +15,7 @@ import yaml
 
 from .paths import project_dir
 from .planner import HostInput
-from .schema import OWNED_PREFIXES, InventoryProblem, Problem
+from .schema import OWNED_PREFIXES, InventoryProblem, Problem, serving_enabled
 
 # Variables the planner reads besides the schema's own.
 PLANNER_VARS = ("ansible_host",)
@@ -84,7 +84,7 @@ def templated_settings(host: str, hv: dict, templar) -> tuple[dict, list[Problem
     from ansible.errors import AnsibleError
 
     wanted = {k: v for k, v in hv.items() if k.startswith(OWNED_PREFIXES) or k in PLANNER_VARS}
-    serving = wanted.get("inferfleet_serving", True) not in (False, "false", "no")
+    serving = serving_enabled(wanted)
     plain, problems = {}, []
     for key, value in wanted.items():
         if key == "inferfleet_services" and not serving:

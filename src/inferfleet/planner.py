@@ -440,7 +440,7 @@ def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
     host_plan = HostPlan(host.name, platform, {
         "model": cards.model, "count": cards.count, "memory_gib": round(cards.memory_bytes / GIB, 1),
         "discovered": cards.discovered, "simulated": cards.simulated})
-    services = hv.get("inferfleet_services") or [] if _serving(hv) else []
+    services = hv.get("inferfleet_services") or [] if schema.serving_enabled(hv) else []
     if not isinstance(services, list):
         findings.error("inferfleet_services", f"must be a list of service specs, got {shown(services)}",
                        "write inferfleet_services as a YAML list: - {name: ..., model: ..., port: ...}")
@@ -455,10 +455,6 @@ def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
         host_plan.instances = emit_instances(drafts, host, cards, findings)
     host_plan.inputs = plan_inputs(host, drafts)
     return host_plan, findings
-
-
-def _serving(hv: dict) -> bool:
-    return hv.get("inferfleet_serving", True) not in (False, "false", "False", "no")
 
 
 def host_cards(platform: str, accel: dict, discovered: dict | None, simulated: bool) -> Cards:
@@ -624,8 +620,8 @@ def gaudi_groups() -> dict[int, list[set[int]]]:
     return {int(size): [set(g) for g in groups] for size, groups in container_access()["gaudi_card_groups"].items()}
 
 
-GAUDI_GROUPS_RULE = ("Habana runs a workload on 1 card, on all of them, or on 2 cards with module ids {0,1} {2,3} "
-                     "{4,5} {6,7} or 4 cards {0,1,2,3} {4,5,6,7}")
+GAUDI_GROUPS = "2 cards with module ids {0,1} {2,3} {4,5} {6,7} or 4 cards {0,1,2,3} {4,5,6,7}"
+GAUDI_GROUPS_RULE = f"Habana runs a workload on 1 card, on all of them, or on {GAUDI_GROUPS}"
 
 
 def _gaudi_groups_ok(draft: Draft, cards: Cards, findings: Findings) -> bool:
@@ -668,7 +664,7 @@ def _choose_cards(draft: Draft, cards: Cards, taken: set[int], findings: Finding
     if chosen is None:
         findings.error(draft.at("device_count"), f"needs {wanted} free card(s), the host has {len(free)} "
                                                  f"(of {cards.count}; others are taken or held)"
-                       + (f" in groups {GAUDI_GROUPS_RULE[GAUDI_GROUPS_RULE.index('on 2'):]}"
+                       + (f" in groups of {GAUDI_GROUPS}"
                           if cards.platform == "gaudi" and tp in (2, 4) else ""),
                        "lower device_count, free cards, or move the service to another host")
     return chosen

@@ -695,6 +695,11 @@ def _join(prefix: str, loc: tuple) -> str:
 
 
 # --- validation -------------------------------------------------------------------------------------------------
+def serving_enabled(host_vars: dict) -> bool:
+    """inferfleet_serving as Ansible reads a boolean (true unless set false)."""
+    return _bool_text(host_vars.get("inferfleet_serving", True)) is not False
+
+
 def unknown_settings(host: str, host_vars: dict) -> list[Problem]:
     """Names with one of our prefixes that the schema does not declare: typos, or settings of an older version."""
     problems = []
