@@ -49,6 +49,7 @@ def test_a_dead_engine_fails_the_smoke_check():
 class FakeVllm(BaseHTTPRequestHandler):
     """Refuses /health with 503 until `ready_at`, then serves models and completions like vLLM."""
     ready_at = 0.0
+    refused = 0  # 503s served: proof that the module polled before the server was ready
 
     def _send(self, status, body):
         data = json.dumps(body).encode()
@@ -60,6 +61,7 @@ class FakeVllm(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         if time.time() < self.ready_at:
+            FakeVllm.refused += 1
             self._send(503, {"error": "starting"})
         elif self.path == "/health":
             self._send(200, {})
@@ -89,13 +91,19 @@ def instance(port, **extra):
 
 
 def test_waits_for_health_then_proves_the_server(fake_server, monkeypatch):
+    # No wall-clock bounds on the module's own figures: a loaded machine (CI, vLLM servers starting beside it)
+    # delays the module's start by a varying amount. What must hold is the order of events.
+    FakeVllm.refused = 0
     FakeVllm.ready_at = time.time() + 1.0
+    started = time.time()
     result = run_module(MODULE, {"instances": [instance(fake_server.server_port)]})
+    elapsed = time.time() - started
     assert result["failed_instances"] == []
     ready = result["instances"][0]
     assert ready["ready"] is True and ready["smoke"]["completion_tokens"] == 8
-    assert 0.9 <= ready["seconds"] < 3
-    assert ready["health_to_ready"] < 1.0
+    assert FakeVllm.refused >= 1, "the module never saw the server starting"
+    assert started + elapsed >= FakeVllm.ready_at
+    assert 0 <= ready["health_to_ready"] <= ready["seconds"] <= elapsed
 
 
 def test_probe_once_reports_without_waiting(fake_server):
