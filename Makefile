@@ -48,6 +48,7 @@ bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/tune_docker.py
 	$(BIN)/python benchmarks/plan_scale.py
 	$(BIN)/python benchmarks/registry_mirror.py
+	$(BIN)/python benchmarks/fabric.py
 	$(BIN)/python benchmarks/serve_ready.py
 
 clean:

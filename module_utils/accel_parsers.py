@@ -189,12 +189,6 @@ def parse_nvidia_smi(text):
     return result
 
 
-def parse_hccn_link(text):
-    """`hccn_tool -i N -link -g` -> 'UP' / 'DOWN' (None when the output has no link status)."""
-    match = re.search(r"link status:\s*(\w+)", text or "", re.IGNORECASE)
-    return match.group(1).upper() if match else None
-
-
 def merge_devices(devices, processes, module_ids=None):
     """Attach each card's processes and held flag; module ids from a query where the table lacks them."""
     merged = []

@@ -16,10 +16,12 @@ def _load(name: str, path: Path):
 
 # Modules in library/ import their helpers as ansible.module_utils.<name>, as Ansible ships them to hosts.
 accel_parsers = _load("ansible.module_utils.accel_parsers", ROOT / "module_utils" / "accel_parsers.py")
+fabric_parsers = _load("ansible.module_utils.fabric_parsers", ROOT / "module_utils" / "fabric_parsers.py")
 
 
-def run_module(path: Path, args: dict, check: bool = False) -> dict:
-    """Run an Ansible module from library/ as Ansible would (a JSON args file), return its JSON result."""
+def run_module(path: Path, args: dict, check: bool = False, bin_dirs: tuple = ()) -> dict:
+    """Run an Ansible module from library/ as Ansible would (a JSON args file), return its JSON result.
+    bin_dirs: directories put first on PATH (stand-ins for the tools the module runs)."""
     import json
     import subprocess
     import tempfile
@@ -29,7 +31,8 @@ def run_module(path: Path, args: dict, check: bool = False) -> dict:
         json.dump(payload, handle)
     try:
         proc = subprocess.run([sys.executable, str(path), handle.name], capture_output=True, text=True,
-                              env={"PYTHONPATH": str(ROOT / "module_utils"), "PATH": "/usr/bin:/bin"})
+                              env={"PYTHONPATH": str(ROOT / "module_utils"),
+                                   "PATH": ":".join([*map(str, bin_dirs), "/usr/bin:/bin"])})
     finally:
         Path(handle.name).unlink()
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import runner, runs
 from .runner import TaskResult
+from .sandbox.fleet import FAULT_KINDS
 from .text import align
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -234,6 +235,20 @@ def _size(nbytes) -> str:
     return f"{nbytes} B"
 
 
+def fabric_line(gate: dict) -> str:
+    """The host's fabric gate in a line: the tool, each test and its thresholds (GB/s), or why it is skipped."""
+    from .fabric import human_size
+
+    if not gate.get("run"):
+        return f"skipped ({gate.get('reason')})"
+    tests = []
+    for test in gate["tests"]:
+        rules = ", ".join(f"{metric} > {rule['min']:g}" for metric, rule in test["thresholds"].items())
+        tests.append(f"{test['test']} {human_size(test['size'])} ({rules or 'no threshold: measured only'})")
+    group = f", group {gate['group']}" if gate.get("group") else ""
+    return f"{gate['tool']} on {gate['ranks_per_node']} cards{group}: " + "; ".join(tests)
+
+
 def render_plan(plan) -> list[str]:
     """The plan as text: a table per host, then errors and warnings."""
     lines = []
@@ -244,6 +259,8 @@ def render_plan(plan) -> list[str]:
                  else "no cards" if accel else "not planned: its settings are invalid")
         tags = [t for t, on in (("discovered", accel.get("discovered")), ("SIMULATED", accel.get("simulated"))) if on]
         lines.append(f"host {name} ({host.platform}, {cards}{', ' + ', '.join(tags) if tags else ''})")
+        if host.fabric:
+            lines.append("  fabric: " + fabric_line(host.fabric))
         if not host.instances:
             lines.append("  no services")
             continue
@@ -532,9 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     ssub.add_parser("down", help="remove everything `up` created").set_defaults(func=cmd_sandbox_down)
     s_fault = ssub.add_parser("fault", help="make a simulated host misbehave")
     s_fault.add_argument("host")
-    s_fault.add_argument("kind", choices=["hold", "release", "missing", "present", "link_down", "link_up",
-                                          "bandwidth_factor", "hugepages_limit", "clear"])
-    s_fault.add_argument("value", nargs="?")
+    s_fault.add_argument("kind", choices=FAULT_KINDS)
+    s_fault.add_argument("value", nargs="?", help="a card index, CARD:PORT (port_down), CARD:FACTOR (slow_link), a "
+                                                  "tool name (tool_missing) or a number")
     s_fault.set_defaults(func=cmd_sandbox_fault)
     return parser
 

@@ -128,8 +128,8 @@ def image_builds(builds: list[dict], images: list[str], mirror: str = "") -> lis
     directory's files included: a change rebuilds it) and `push` (its name in the LAN mirror, '' without one)."""
     import hashlib
     import json
-    import os
 
+    from .paths import tree_digest
     from .schema import ImageBuild
 
     wanted = set(images)
@@ -140,13 +140,7 @@ def image_builds(builds: list[dict], images: list[str], mirror: str = "") -> lis
         build = ImageBuild.model_validate(given).model_dump()  # every key, with the schema's defaults
         digest = hashlib.sha256(json.dumps(build, sort_keys=True).encode())
         if build.get("path"):
-            for root, dirs, names in os.walk(build["path"]):
-                dirs.sort()
-                for name in sorted(names):
-                    file_path = os.path.join(root, name)
-                    digest.update(os.path.relpath(file_path, build["path"]).encode())
-                    with open(file_path, "rb") as handle:
-                        digest.update(hashlib.sha256(handle.read()).digest())
+            tree_digest(build["path"], digest)
         result.append(dict(build, key=digest.hexdigest()[:16], push=mirror_ref(build["image"], mirror) if mirror
                            else ""))
     return result

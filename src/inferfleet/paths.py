@@ -29,3 +29,19 @@ def state_dir() -> Path:
     """Local state (sandbox keys, registry data, caches): $INFERFLEET_STATE, else <project>/.sandbox."""
     env = os.environ.get("INFERFLEET_STATE")
     return Path(env).resolve() if env else project_dir() / ".sandbox"
+
+
+def tree_digest(directory: str | Path, digest=None):
+    """sha256 over a directory's files (relative names and contents, in a fixed order): a changed, added or
+    removed file changes it. Pass `digest` to extend a hash already started."""
+    import hashlib
+
+    digest = digest or hashlib.sha256()
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        for name in sorted(names):
+            file_path = os.path.join(root, name)
+            digest.update(os.path.relpath(file_path, directory).encode())
+            with open(file_path, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import schema
+from . import fabric, schema
 from .schema import POOLING_TASKS, Problem, Service, shown
 
 GIB = 1024**3
@@ -77,10 +77,11 @@ class HostPlan:
     accelerator: dict
     instances: list[dict] = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # hashes of what the plan was computed from
+    fabric: dict = field(default_factory=dict)  # the fabric stage's gate (inferfleet.fabric.plan_fabric)
 
     def to_dict(self) -> dict:
         return {"platform": self.platform, "accelerator": self.accelerator, "instances": self.instances,
-                "inputs": self.inputs}
+                "inputs": self.inputs, "fabric": self.fabric}
 
 
 @dataclass
@@ -424,7 +425,8 @@ def _same_as(earlier: tuple[HostInput, HostPlan, Findings], host: HostInput) -> 
     findings = Findings(host.name)
     findings.errors = [Problem(host.name, p.field, p.message, p.fix) for p in found.errors]
     findings.warnings = [Problem(host.name, p.field, p.message, p.fix) for p in found.warnings]
-    return HostPlan(host.name, plan.platform, dict(plan.accelerator), instances, dict(plan.inputs)), findings
+    return HostPlan(host.name, plan.platform, dict(plan.accelerator), instances, dict(plan.inputs),
+                    plan.fabric), findings
 
 
 def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
@@ -453,8 +455,16 @@ def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
     size_memory(drafts, findings)
     if not findings.errors:
         host_plan.instances = emit_instances(drafts, host, cards, findings)
+    host_plan.fabric = plan_fabric_step(host, cards, findings)
     host_plan.inputs = plan_inputs(host, drafts)
     return host_plan, findings
+
+
+def plan_fabric_step(host: HostInput, cards: Cards, findings: Findings) -> dict:
+    """The fabric gate of the host (inferfleet.fabric): its collective test runs on all the host's cards."""
+    present = sorted(cards.devices) if cards.devices else list(range(cards.count))
+    access = card_access(cards.platform, present, emit_context(host, cards)) if present else None
+    return fabric.plan_fabric(host.vars, cards, platform_image(host.vars, cards), access, findings)
 
 
 def host_cards(platform: str, accel: dict, discovered: dict | None, simulated: bool) -> Cards:
@@ -818,15 +828,25 @@ class EmitContext:
     ascend_mode: str = "devices"
 
 
+def emit_context(host: HostInput, cards: Cards) -> EmitContext:
+    hv = host.vars
+    return EmitContext(host, cards, hv.get("inferfleet_gaudi_stack", "vllm-fork"), hv.get("ansible_host") or host.name,
+                       hv.get("inferfleet_warmup_cache_dir", schema.Inventory.model_fields[
+                           "inferfleet_warmup_cache_dir"].default),
+                       hv.get("accel_runtime_ascend_host_paths") or container_access()["ascend_host_paths"],
+                       hv.get("accel_runtime_ascend_mode") or "devices")
+
+
+def platform_image(hv: dict, cards: Cards) -> str:
+    """The host's image for its platform (inferfleet_images, else inferfleet_image), as the variant of its cards."""
+    image = (hv.get("inferfleet_images") or {}).get(cards.platform) or hv.get("inferfleet_image") or ""
+    return image_variant(image, cards) if cards.platform == "ascend" and image else image
+
+
 def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings: Findings) -> list[dict]:
     hv = host.vars
     platform = cards.platform
-    ctx = EmitContext(host, cards, hv.get("inferfleet_gaudi_stack", "vllm-fork"),
-                      hv.get("ansible_host") or host.name,
-                      hv.get("inferfleet_warmup_cache_dir", schema.Inventory.model_fields[
-                          "inferfleet_warmup_cache_dir"].default),
-                      hv.get("accel_runtime_ascend_host_paths") or container_access()["ascend_host_paths"],
-                      hv.get("accel_runtime_ascend_mode") or "devices")
+    ctx = emit_context(host, cards)
     default_image = (hv.get("inferfleet_images") or {}).get(platform) or hv.get("inferfleet_image")
     if platform == "gaudi" and not cards.devices and drafts:
         findings.warn("inferfleet_accelerator", "module ids not discovered: HABANA_VISIBLE_MODULES uses card "
@@ -899,7 +919,7 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
     served = spec.served_model_name if spec.models is None else None
     served = served or (Path(model).name if spec.models is not None else spec.name)
     group = inst["group"]
-    access = card_access(platform, group, ctx, spec)
+    access = card_access(platform, group, ctx, spec.unlimited_memlock)
     env = {**draft.env, **access.pop("env")}
     if spec.quant_config:
         env["QUANT_CONFIG"] = spec.quant_config
@@ -1051,7 +1071,7 @@ def vllm_args(draft: Draft, model: str, served: str, inst: dict, platform: str) 
     return args + [str(a) for a in spec.extra_args or []]
 
 
-def card_access(platform: str, group: list[int], ctx: EmitContext, spec: Service) -> dict:
+def card_access(platform: str, group: list[int], ctx: EmitContext, unlimited_memlock: bool = False) -> dict:
     """How an instance's cards reach its container, as each vendor documents it: the runtime, the variables it
     reads, the device nodes and mounts, and the container settings the vendor asks for."""
     runtime = container_access()["runtimes"].get(platform)
@@ -1088,7 +1108,7 @@ def card_access(platform: str, group: list[int], ctx: EmitContext, spec: Service
             access["volumes"] += [f"{p}:{p}:ro" for p in ctx.ascend_paths if not p.startswith("/dev/")]
         if len(group) > 1:  # HCCL between the cards reads the card addresses (seed 002)
             access["volumes"] += [f"{p}:{p}:ro" for p in container_access()["ascend_multi_card_paths"]]
-    if platform == "gaudi" and spec.unlimited_memlock:
+    if platform == "gaudi" and unlimited_memlock:
         # seed 004's big-model container: --cap-add SYS_PTRACE --cap-add=CAP_IPC_LOCK --ulimit memlock=-1:-1
         access["capabilities"] += ["sys_ptrace", "ipc_lock"]
         access["ulimits"] = ["memlock:-1:-1"]

@@ -45,7 +45,7 @@ NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
 
 # Prefixes whose variables this schema owns: a name with one of them that is not declared is a typo.
 OWNED_PREFIXES = ("inferfleet_", "host_tuning_", "docker_engine_", "accel_runtime_", "images_", "models_",
-                  "vllm_service_", "preflight_")
+                  "vllm_service_", "preflight_", "fabric_")
 # What the stages set at run time under those prefixes, and which role reads it: not settings.
 RUNTIME_NAMES = {
     "inferfleet_accel": "fact: the cards preflight discovered (accel_facts); the planner reads it",
@@ -58,6 +58,7 @@ RUNTIME_NAMES = {
     "host_tuning_report": "fact: the tune stage's verification table",
     "host_tuning_reboot_required": "fact: the kernel command line waits for a reboot",
     "vllm_service_ready": "result: the readiness of every instance",
+    "fabric_report": "fact: the fabric stage's rows (test, size, ranks, measured, threshold, status)",
 }
 
 
@@ -124,6 +125,28 @@ HostPort = Annotated[StrictStr, _rule(r"[A-Za-z0-9.\-\[\]:]+(?::\d{1,5})?", "is 
 EnvName = Annotated[StrictStr, _rule(ENV_NAME, "is not an environment variable name")]
 EnvValue = StrictStr | StrictInt | StrictFloat | StrictBool | None
 Version = Annotated[StrictStr, _rule(r"v?\d+\.\d+(\.\d+)?([.+-]?[A-Za-z0-9.]+)?", "is not a version (e.g. 0.9.0)")]
+# A message size as the collective tests take it: bytes, or a number with K, M or G (powers of 1024, as
+# run_hccl_demo.py's parse_size and nccl-tests' parsesize read them)
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def size_bytes(value) -> int:
+    """256m -> 268435456; a whole number is bytes already."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([KkMmGg]?)[Bb]?\s*", str(value))
+    if not match:
+        raise ValueError("is not a size (bytes, or a number with K, M or G, e.g. 256M)")
+    return int(match[1]) * SIZE_UNITS[match[2].lower()]
+
+
+def _size_rule(value):
+    if isinstance(value, bool) or size_bytes(value) < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+ByteSize = Annotated[StrictStr | StrictInt, AfterValidator(_size_rule)]
 TokenRange = Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=2, max_length=2)]
 
 
@@ -249,8 +272,10 @@ class ModelConfig(BaseModel):
 
 # --- host settings, by the stage that reads them ----------------------------------------------------------------
 class Accelerator(Strict):
+    """The cards a host should have."""
+
     model: StrictStr = setting(..., "Card model as the vendor tool prints it.", "HL-225", min_length=1)
-    count: StrictInt = setting(..., "Number of cards in the host.", 8, ge=1)
+    count: StrictInt = setting(..., "Number of cards in the host.", 8, ge=1, le=128)
     memory_gib: Number = setting(..., "Memory of one card in GiB.", 96, gt=0)
 
 
@@ -309,6 +334,9 @@ class Inventory(Strict):
     inferfleet_simulated: Bool = setting(False, "The host's accelerators are simulated (sandbox).", False)
     inferfleet_run_dir: AbsolutePath | None = setting(None, "Where a run keeps its saved plan and log (the CLI sets "
                                                             "it).", "/srv/inferfleet/.cache/runs/x")
+    inferfleet_results_dir: AbsolutePath | None = setting(
+        None, "Where the controller keeps measured results (fabric, bench), one JSON file per run (default: "
+              "<project>/.cache/results).", "/srv/inferfleet/results")
     inferfleet_saved_plan: AbsolutePath | None = setting(
         None, "A plan saved earlier (inferfleet plan --save); the run applies it and refuses if it is stale.",
         "/srv/inferfleet/plan.json")
@@ -320,6 +348,9 @@ class Inventory(Strict):
                                                               "172.30.0.1:5000/inferfleet/vllm-cpu:0.32.0")
     inferfleet_sandbox_models_dir: StrictStr | None = setting(None, "The sandbox's stand-in models on the "
                                                                     "controller (sandbox only).", "/srv/models")
+    inferfleet_sandbox_fabric_dir: StrictStr | None = setting(
+        None, "The SIMULATED collective-test stand-ins on the controller (sandbox only).",
+        "/srv/inferfleet/src/inferfleet/sandbox/fabric")
     inferfleet_sandbox_mirror: StrictStr | None = setting(None, "The sandbox registry as a mirror (sandbox only).",
                                                           "http://172.30.0.1:5000")
     inferfleet_sandbox_registry: StrictStr | None = setting(None, "The sandbox registry's HOST:PORT (sandbox only).",
@@ -517,6 +548,101 @@ class Models(Strict):
     models_group: StrictStr = setting("root", "Group of the copied files.")
 
 
+class FabricSource(Strict):
+    """Where the fabric stage gets its collective test's source: exactly one of git (with ref), url, path or
+    image_path."""
+
+    git: Url | None = setting(None, "Git URL, cloned once on the controller and copied to the hosts.",
+                              "https://github.com/HabanaAI/hccl_demo")
+    ref: StrictStr | None = setting(None, "Branch, tag or commit of the git source.", "main", min_length=1)
+    url: Url | None = setting(None, "A .tar.gz of the source, downloaded once on the controller (air-gapped "
+                                    "sites: a LAN web server).", "http://10.0.0.5/src/hccl_demo.tar.gz")
+    path: StrictStr | None = setting(None, "A directory on the controller holding the source.",
+                                     "/srv/src/hccl_demo", min_length=1)
+    image_path: StrictStr | None = setting(None, "A directory inside the test image (CANN's tools/hccl_test); "
+                                                 "{ascend_dir} stands for fabric_ascend_dir.",
+                                           "/usr/local/Ascend/ascend-toolkit/latest/tools/hccl_test",
+                                           min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("git", "url", "path", "image_path") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give the source as exactly one of git (with ref), url, path or image_path"
+                             + (f", got {' and '.join(given)}" if given else ""))
+        if self.git and not self.ref:
+            raise ValueError("a git source needs ref (the branch, tag or commit to build)")
+        return self
+
+
+class FabricTest(Strict):
+    """One collective test of the fabric stage."""
+
+    test: StrictStr = setting(..., "The collective (hccl_demo: all_reduce, all_gather, ...; hccl_test and "
+                                   "nccl-tests: the program's name without _test/_perf).", "all_reduce",
+                              min_length=1)
+    size: ByteSize | None = setting(None, "Message size (hccl_demo --size), or the largest of a sweep (-e); "
+                                          "bytes or K/M/G.", "256m")
+    min_size: ByteSize | None = setting(None, "Smallest size of a sweep (hccl_test and nccl-tests -b).", "8K")
+    iterations: StrictInt | None = setting(None, "Iterations (hccl_demo --loop, -n elsewhere); default: the "
+                                                 "tool's.", 1000, ge=1)
+
+
+class Fabric(Strict):
+    """Role fabric (stage fabric)."""
+
+    fabric_enabled: Bool = setting(True, "Run the collective-bandwidth gate on this host (hosts of one card "
+                                         "and cpu hosts skip it).", False)
+    fabric_tests: list[FabricTest] | None = setting(
+        None, "Tests to run; default per platform (roles/fabric/files/tools.yml: all_reduce).",
+        [{"test": "all_reduce", "size": "256m"}], min_length=1)
+    fabric_thresholds: dict[Annotated[StrictStr, Field(min_length=1)],
+                            dict[Annotated[StrictStr, Field(min_length=1)],
+                                 Annotated[Number, Field(gt=0)]]] = setting(
+        {}, "Pass thresholds in GB/s per test and metric, over the defaults of the card model "
+            "(thresholds.yml); a measured value must exceed them.",
+        {"all_reduce": {"nw_bandwidth": 127, "algo_bandwidth": 73}},
+        fix="write thresholds as {test: {metric: GB/s}}, e.g. {all_reduce: {nw_bandwidth: 127}}")
+    fabric_fail_fleet: Bool = setting(False, "One host failing the gate fails every host (default: only that "
+                                             "host stops).", True)
+    fabric_group: Annotated[StrictStr, _rule(SERVICE_NAME, "must be 1-63 lower-case letters, digits, '.', '_' "
+                                                           "or '-'")] | None = setting(
+        None, "Hosts with the same group run one test across all of them (Gaudi: the HCCL_COMM_ID rendezvous "
+              "at the first host).", "rack1")
+    fabric_port: StrictInt = setting(5555, "Port of the rendezvous (HCCL_COMM_ID) on the group's first host.",
+                                     5555, ge=1, le=65535)
+    fabric_image: ImageRef | None = setting(None, "Image the test is built and run in (default: the platform's "
+                                                  "serving image).", "vault.habana.ai/gaudi-docker/1.21.3/"
+                                                                     "ubuntu22.04/habanalabs/pytorch-installer-"
+                                                                     "2.6.0:latest")
+    fabric_source: FabricSource | None = setting(
+        None, "Source of the test (default per platform: hccl_demo and nccl-tests from git, hccl_test from the "
+              "CANN toolkit in the image).", {"path": "/srv/src/hccl_demo"})
+    fabric_build_command: StrictStr | None = setting(None, "Build command, run in the source inside the image "
+                                                           "(default per platform: make -j).", "make -j",
+                                                     min_length=1)
+    fabric_mpi_home: StrictStr | None = setting(None, "Ascend: the MPI hccl_test is built with and run by (default "
+                                                      "/usr/local/mpich).", "/usr/local/openmpi", min_length=1)
+    fabric_ascend_dir: StrictStr = setting("/usr/local/Ascend/ascend-toolkit/latest", "Ascend: the CANN toolkit "
+                                                                                      "in the image.")
+    fabric_libfabric_root: StrictStr | None = setting(
+        None, "Gaudi scale-out over host NICs: libfabric in the image (LIBFABRIC_ROOT, added to "
+              "LD_LIBRARY_PATH, seed 004).", "/opt/libfabric", min_length=1)
+    fabric_env: dict[EnvName, EnvValue] = setting({}, "More environment of the test container.",
+                                                  {"HCCL_OVER_OFI": "1"})
+    fabric_volumes: list[Annotated[StrictStr, _rule(r"/[^:\s]*:/[^:\s]*(?::(?:ro|rw))?", "is not "
+                                                    "HOST_PATH:CONTAINER_PATH[:ro]")]] = setting(
+        [], "More mounts of the test container.", ["/opt/libfabric:/opt/libfabric:ro"])
+    fabric_link_check: Bool = setting(True, "Check every card's links first (hl-smi -n link, hccn_tool -link "
+                                            "-net_health), and record nvidia-smi topo -m.")
+    fabric_ping: Bool = setting(True, "Ascend: ping each card's address from the next card (hccn_tool -ping).")
+    fabric_when_cards_held: Literal["skip", "fail"] = setting(
+        "skip", "A card held by a process (a serving container): skip the test on the host, or fail it.", "fail")
+    fabric_timeout: Annotated[WholeNumber, Field(ge=10)] = setting(1800, "Seconds one test may run.")
+    fabric_work_dir: AbsolutePath = setting("/var/lib/inferfleet/fabric", "Where hosts keep the test's source "
+                                                                          "and build.")
+
+
 class VllmService(Strict):
     """Role vllm_service (stage serve)."""
 
@@ -528,8 +654,8 @@ class VllmService(Strict):
     vllm_service_smoke_max_tokens: StrictInt = setting(8, "Tokens the generate smoke request asks for.", ge=1)
 
 
-GROUPS: tuple[type[Strict], ...] = (Inventory, Preflight, HostTuning, DockerEngine, AccelRuntime, Images, Models,
-                                     VllmService)
+GROUPS: tuple[type[Strict], ...] = (Inventory, Preflight, HostTuning, DockerEngine, AccelRuntime, Images, Fabric,
+                                     Models, VllmService)
 # role -> the settings groups its argument spec declares (a role also reads the inferfleet_* it names)
 ROLE_SETTINGS: dict[str, tuple[type[Strict], tuple[str, ...]]] = {
     "preflight": (Preflight, ("inferfleet_platform", "inferfleet_accelerator")),
@@ -538,6 +664,8 @@ ROLE_SETTINGS: dict[str, tuple[type[Strict], tuple[str, ...]]] = {
     "accel_runtime": (AccelRuntime, ("inferfleet_platform",)),
     "images": (Images, ("inferfleet_registry_mirror", "inferfleet_registry_credentials", "inferfleet_saved_plan",
                         "inferfleet_run_dir")),
+    "fabric": (Fabric, ("inferfleet_platform", "inferfleet_saved_plan", "inferfleet_run_dir",
+                              "inferfleet_results_dir")),
     "models": (Models, ("inferfleet_models",)),
     # inferfleet_services is left to the planner: a fleet with inferfleet_serving false may name absent models
     "vllm_service": (VllmService, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir")),
@@ -616,17 +744,38 @@ def _fields(model) -> dict:
     return {(info.alias or name): info for name, info in model.model_fields.items()}
 
 
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The model a field holds, looking through unions, Annotated and list/dict items."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_mapping(annotation) -> bool:
+    if getattr(annotation, "__origin__", None) is dict or annotation is dict:
+        return True
+    return any(_is_mapping(arg) for arg in getattr(annotation, "__args__", ()))
+
+
 def _walk(model: type[BaseModel], loc: tuple) -> tuple[Any, type[BaseModel] | None]:
-    """The FieldInfo a pydantic error location points at (or None) and the model that holds its keys."""
+    """The FieldInfo a pydantic error location points at (or None) and the model that holds its keys. Keys of a
+    mapping (a test name in fabric_thresholds) stay with the mapping's own field."""
     current, info = model, None
     for part in loc:
         if isinstance(part, int):
             continue
-        info = _fields(current).get(part) if current is not None else None
+        if current is None:
+            if info is not None and _is_mapping(info.annotation):
+                continue
+            return None, None
+        info = _fields(current).get(part)
         if info is None:
             return None, None
-        args = getattr(info.annotation, "__args__", (info.annotation,))
-        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        current = _model_in(info.annotation)
     return info, current
 
 

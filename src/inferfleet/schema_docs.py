@@ -126,6 +126,11 @@ def _type_text(info) -> str:
     return text
 
 
+# Settings whose value is a mapping (or a list of mappings) with keys of its own
+NESTED = ((schema.Accelerator, "inferfleet_accelerator"), (schema.ImageBuild, "images_builds entries"),
+          (schema.FabricSource, "fabric_source"), (schema.FabricTest, "fabric_tests entries"))
+
+
 def settings_markdown() -> str:
     lines = ["# Settings", "",
              "Every setting inferfleet reads, by the stage that reads it, as declared in `src/inferfleet/schema.py`",
@@ -140,6 +145,16 @@ def settings_markdown() -> str:
                 _cell(info.default)
             example = _cell(extra["example"]) if extra.get("example") is not None else ""
             lines.append(f"| `{name}` | {_type_text(info)} | {default} | {info.description} | {example} |")
+        lines.append("")
+    lines += ["## Keys of nested settings", ""]
+    for model, where in NESTED:
+        lines += [f"### {where}", "", model.__doc__.strip(), "", "| key | type | default | description | example |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, info in model.model_fields.items():
+            extra = info.json_schema_extra or {}
+            default = "required" if info.is_required() else _cell(info.default)
+            example = _cell(extra["example"]) if extra.get("example") is not None else ""
+            lines.append(f"| `{name}` | {_type_text(info)} | {default} | {info.description or ''} | {example} |")
         lines.append("")
     lines += ["## Set by the stages (not settings)", "",
               "Hook variables one role sets and another reads; the schema accepts them without a warning.", "",

@@ -81,12 +81,6 @@ def test_nvidia_smi_recorded_processes():
     assert parsed["processes"][3]["name"] == "/usr/bin/X"
 
 
-def test_hccn_link():
-    assert ap.parse_hccn_link("link status: UP\n") == "UP"
-    assert ap.parse_hccn_link("link status: DOWN\n") == "DOWN"
-    assert ap.parse_hccn_link("Device 9 does not exist.\n") is None
-
-
 def test_merge_devices_marks_held_cards_and_module_ids():
     devices = [{"index": 0}, {"index": 1}]
     merged = ap.merge_devices(devices, [{"index": 1, "pid": 7}], module_ids={0: 4, 1: 5})

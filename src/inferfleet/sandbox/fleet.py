@@ -24,8 +24,14 @@ from .hostenv import ensure_dockerd, ensure_host_packages
 LABEL = "inferfleet.sandbox"
 STATIC_LABEL = "inferfleet.static-addresses"
 SIM_MOUNT = "/usr/local/lib/inferfleet-sim"
+# The SIMULATED collective tests the fabric stage builds and runs in the sandbox (fabric/README.md)
+FABRIC_STAND_INS = Path(__file__).resolve().parent / "fabric"
 DEFAULT_NAME = "inferfleet"
 DEFAULT_PROFILES = ("gaudi2", "ascend910b", "h100", "cpu")
+# What `sandbox fault` can make a host do (set_fault)
+FAULT_KINDS = ("hold", "release", "missing", "present", "link_down", "link_up", "port_down", "port_up", "slow_link",
+               "bandwidth_factor", "tool_missing", "tool_present", "collective_wrong", "collective_crash",
+               "hugepages_limit", "clear")
 
 # Measured on this kind of machine (../shared/notes/sandbox.md): every flag below was needed for a host that
 # runs systemd and its own dockerd without --privileged (which the engine here refuses).
@@ -148,6 +154,7 @@ class Sandbox:
         # without serving the fleet runs every other stage: the planner plans no services
         serving_vars = (self._prepare_serving(f"{gateway}:{self.registry_port}") if serving
                         else {"inferfleet_serving": False})
+        serving_vars["inferfleet_sandbox_fabric_dir"] = str(FABRIC_STAND_INS)
         addresses = assign_addresses([s.name for s in specs], subnet, state.get("addresses", {}))
         state["addresses"] = addresses
         self._write_state(state)
@@ -345,8 +352,9 @@ class Sandbox:
 
     # --- faults -----------------------------------------------------------------------------------------
     def set_fault(self, host: str, kind: str, value=None) -> dict:
-        """Make a simulated host misbehave; kinds: hold, release, missing, present, link_down, link_up,
-        bandwidth_factor, hugepages_limit, clear."""
+        """Make a simulated host misbehave; kinds: hold, release, missing, present, link_down, link_up, port_down
+        CARD:PORT, port_up, slow_link CARD:FACTOR, bandwidth_factor, tool_missing TOOL, tool_present,
+        collective_wrong, collective_crash, hugepages_limit, clear."""
         spec = next((s for s in self._read_state().get("hosts", []) if s["name"] == host), None)
         if spec is None:
             raise KeyError(f"no sandbox host named {host!r} in sandbox {self.name!r}")
@@ -358,13 +366,21 @@ class Sandbox:
             if code != 0:
                 raise RuntimeError(output.decode(errors="replace"))
             return faults
-        list_kinds = {"missing": ("missing", True), "present": ("missing", False),
-                      "link_down": ("link_down", True), "link_up": ("link_down", False)}
+        list_kinds = {"missing": ("missing", True, int), "present": ("missing", False, int),
+                      "link_down": ("link_down", True, int), "link_up": ("link_down", False, int),
+                      "port_down": ("port_down", True, _card_port), "port_up": ("port_down", False, _card_port),
+                      "tool_missing": ("tool_missing", True, str), "tool_present": ("tool_missing", False, str)}
+        switches = {"collective_wrong", "collective_crash"}
         if kind in list_kinds:
-            key, add = list_kinds[kind]
+            key, add, parse = list_kinds[kind]
             items = set(faults.get(key, []))
-            items = items | {int(value)} if add else items - {int(value)}
+            items = items | {parse(value)} if add else items - {parse(value)}
             faults[key] = sorted(items)
+        elif kind == "slow_link":  # CARD:FACTOR, the card's links run at FACTOR of their bandwidth
+            card, factor = str(value).split(":")
+            faults.setdefault("slow_link", {})[str(int(card))] = float(factor)
+        elif kind in switches:
+            faults[kind] = True
         elif kind in ("bandwidth_factor", "hugepages_limit"):
             faults[kind] = float(value) if kind == "bandwidth_factor" else int(value)
         elif kind == "clear":
@@ -374,6 +390,11 @@ class Sandbox:
         faults_path.write_text(json.dumps(faults, indent=2, sort_keys=True) + "\n")
         container.exec_run([f"{SIM_MOUNT}/inferfleet-sim", "apply-faults"])
         return faults
+
+
+def _card_port(value) -> str:
+    card, port = str(value).split(":")
+    return f"{int(card)}:{int(port)}"
 
 
 def local_routes() -> list[ipaddress.IPv4Network]:

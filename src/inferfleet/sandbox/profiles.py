@@ -47,6 +47,10 @@ class Profile:
     # The vendor container runtime the host simulates, name -> facts (sim/runtimes.py reads them; a host's
     # /etc/inferfleet-sim/runtimes.json overrides them, e.g. to simulate an older runtime version).
     runtimes: dict = field(default_factory=dict)
+    # SIMULATED interconnect: the bus bandwidth (GB/s) a collective reaches between all the host's cards at large
+    # message sizes, and the NIC ports of each card (Gaudi). The collective-test stand-ins derive every figure they
+    # print from it (sandbox/fabric/); no figure is a measurement of real hardware.
+    fabric: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -80,6 +84,8 @@ PROFILES: dict[str, Profile] = {
         + tuple(f"accel/accel_controlD{i}" for i in range(8)),
         # habanalabs-container-runtime ships with each Gaudi software release, numbered like it (vault.habana.ai)
         runtimes={"habana-container-runtime": {"version": "1.21.1"}},
+        # Gaudi2 has 24 100GbE ports per card (ports 8, 22 and 23 leave the host)
+        fabric={"busbw_gbps": 250.0, "ports": 24},
     ),
     "ascend910b": Profile(
         name="ascend910b", platform="ascend", model="910B3", memory_gib=64,
@@ -88,6 +94,7 @@ PROFILES: dict[str, Profile] = {
         device_nodes=tuple(f"davinci{i}" for i in range(8)) + ("davinci_manager", "devmm_svm", "hisi_hdc"),
         # Ascend-docker-runtime (MindCluster); "product" is what DCMI reports (not an Atlas 200 model here)
         runtimes={"ascend-docker-runtime": {"version": "6.0.0", "product": ""}},
+        fabric={"busbw_gbps": 160.0},
     ),
     "h100": Profile(
         name="h100", platform="nvidia", model="NVIDIA H100 80GB HBM3", memory_gib=80,
@@ -98,6 +105,7 @@ PROFILES: dict[str, Profile] = {
         # NVIDIA_REQUIRE_* checks compare with the driver's CUDA version (tool_version) and the GPU's compute
         # capability (H100: 9.0, developer.nvidia.com/cuda-gpus); NVML's brand is not recorded (None).
         runtimes={"nvidia-container-runtime": {"version": "1.17.8", "arch": "9.0", "brand": None}},
+        fabric={"busbw_gbps": 360.0},
     ),
     "cpu": Profile(
         name="cpu", platform="cpu", model="", memory_gib=0,

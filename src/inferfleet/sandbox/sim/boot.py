@@ -82,6 +82,18 @@ def sync_device_nodes(profile: dict, faults: dict) -> None:
             _run("mknod", "-m", "0666", path, "c", "1", "3")
 
 
+def sync_tool_links(profile: dict, faults: dict) -> None:
+    """Link the emulated vendor tools, except those the faults mark missing (tool_missing)."""
+    entry = f"{SIM_DIR}/inferfleet-sim"
+    missing = set(faults.get("tool_missing", []))
+    for path, tool in TOOL_LINKS.get(profile["platform"], {}).items():
+        if tool in missing:
+            if os.path.islink(path):
+                os.remove(path)
+        else:
+            _link(path, entry)
+
+
 def write_driver_files(profile: dict) -> None:
     if profile["platform"] != "ascend":
         return
@@ -135,9 +147,8 @@ def boot() -> int:
             _run("mount", "--bind", f"{FS_MOUNT}/{source}", target)
     sync_device_nodes(profile, faults)
     write_driver_files(profile)
+    sync_tool_links(profile, faults)
     entry = f"{SIM_DIR}/inferfleet-sim"
-    for path, _tool in TOOL_LINKS.get(profile["platform"], {}).items():
-        _link(path, entry)
     for path in GRUB_TOOLS:
         if not os.path.exists(path) or os.path.islink(path):
             _link(path, entry)
@@ -215,7 +226,9 @@ def main(argv: list[str]) -> int:
     if command == "boot":
         return boot()
     if command == "apply-faults":
-        sync_device_nodes(simlib.load_profile(), simlib.load_faults())
+        profile, faults = simlib.load_profile(), simlib.load_faults()
+        sync_device_nodes(profile, faults)
+        sync_tool_links(profile, faults)
         return 0
     if command in ("hold", "release") and len(argv) == 2 and argv[1].isdigit():
         return hold(int(argv[1])) if command == "hold" else release(int(argv[1]))

@@ -1,4 +1,5 @@
-"""Emulators of vendor CLIs for SIMULATED sandbox hosts: hl-smi, npu-smi, nvidia-smi, hccn_tool.
+"""Emulators of vendor CLIs for SIMULATED sandbox hosts: hl-smi (cards, -n link), npu-smi, nvidia-smi (cards,
+topo -m), hccn_tool (-link, -net_health, -ip, -ping).
 
 They print the layouts recorded from real machines (tests/fixtures/README.md names each source) so that the
 parsers in module_utils meet real formats. Renderers are pure functions of the card states; `main` reads the
@@ -207,7 +208,13 @@ def render_nvidia_compute_apps(cards: list[dict], fields: list[str], options: se
 
 
 # --- hccn_tool (Ascend NIC) -------------------------------------------------------------------------------
+def _ascend_address(index: int) -> str:
+    return f"192.168.100.{101 + index}"
+
+
 def render_hccn(args: list[str], profile: dict, faults: dict) -> tuple[str, int]:
+    """`hccn_tool -i N -link|-net_health|-ip -g` and `-ping -g address IP`, in the formats of hicann/driver's
+    tool_ops.c and ds_net_ext.c (recorded: tests/fixtures/fabric/hccn_tool-*.txt)."""
     try:
         device = int(args[args.index("-i") + 1])
     except (ValueError, IndexError):
@@ -219,9 +226,61 @@ def render_hccn(args: list[str], profile: dict, faults: dict) -> tuple[str, int]
         return f"link status: {'DOWN' if down else 'UP'}\n", 0
     if "-net_health" in args:
         return f"net health status: {'Init' if down else 'Success'}\n", 0
+    if "-ping" in args and "address" in args:
+        target = args[args.index("address") + 1] if args.index("address") + 1 < len(args) else ""
+        peer = next((d["index"] for d in profile["devices"] if _ascend_address(d["index"]) == target), None)
+        lost = down or peer is None or peer in faults.get("link_down", []) or peer in faults.get("missing", [])
+        lines = [f"device {device} PING {target}"]
+        for seq in range(3):
+            lines.append(f"recv time out seq={seq}" if lost else f"recv seq={seq},time=0.0{6 + seq}4000ms")
+        lines.append(f"3 packets transmitted, {0 if lost else 3} received, {100 if lost else 0:.2f}% packet loss")
+        # the tool exits non-zero when the device reports a time-out (ds_net_ext.c)
+        return "\n".join(lines) + "\n", 1 if lost else 0
     if "-ip" in args:
-        return f"ipaddr:192.168.100.{101 + device}\nnetmask:255.255.255.0\n", 0
-    return "hccn_tool (inferfleet simulation): only -link, -net_health and -ip are simulated\n", 2
+        return f"ipaddr:{_ascend_address(device)}\nnetmask:255.255.255.0\n", 0
+    return "hccn_tool (inferfleet simulation): only -link, -net_health, -ip and -ping are simulated\n", 2
+
+
+# --- hl-smi -n link (Gaudi NIC ports) ---------------------------------------------------------------------
+def render_hl_smi_link(argv: list[str], profile: dict, cards: list[dict], faults: dict) -> tuple[str, int]:
+    """`hl-smi -n link -i <bus id>`: `port %2d:` and the state, one line per port (hl-smi 1.23.0, recorded:
+    tests/fixtures/fabric/hl-smi-n-link-gaudi2e-1.23.0-loop-excerpt.txt)."""
+    bus = argv[argv.index("-i") + 1] if "-i" in argv and argv.index("-i") + 1 < len(argv) else None
+    card = next((c for c in cards if c["bus_id"].lower() == (bus or "").lower()), None)
+    if card is None:
+        return "", 1
+    down_ports = {tuple(int(x) for x in item.split(":")) for item in faults.get("port_down", [])}
+    lines = []
+    for port in range(profile.get("fabric", {}).get("ports", 24)):
+        down = card["index"] in faults.get("link_down", []) or (card["index"], port) in down_ports
+        lines.append(f"port {port:2d}:        {'DOWN' if down else 'UP'}")
+    return "\n".join(lines) + "\n", 0
+
+
+# --- nvidia-smi topo -m -----------------------------------------------------------------------------------
+TOPO_LEGEND = """Legend:
+
+  X    = Self
+  SYS  = Connection traversing PCIe as well as the SMP interconnect between NUMA nodes (e.g., QPI/UPI)
+  NODE = Connection traversing PCIe as well as the interconnect between PCIe Host Bridges within a NUMA node
+  PHB  = Connection traversing PCIe as well as a PCIe Host Bridge (typically the CPU)
+  PXB  = Connection traversing multiple PCIe bridges (without traversing the PCIe Host Bridge)
+  PIX  = Connection traversing at most a single PCIe bridge
+  NV#  = Connection traversing a bonded set of # NVLinks
+"""
+
+
+def render_nvidia_topo(profile: dict, cards: list[dict]) -> str:
+    """`nvidia-smi topo -m`, tab-separated, as recorded on an 8 x H200 host (NV18 between every pair; this
+    profile has no NICs). tests/fixtures/fabric/nvidia-smi-topo-8xh200-nv18-8nic.txt."""
+    names = [f"GPU{c['index']}" for c in cards]
+    lines = ["\t" + "\t".join(names + ["CPU Affinity", "NUMA Affinity", "GPU NUMA ID"])]
+    half = profile.get("cpu_count", 8) // 2
+    for card in cards:
+        links = [" X " if other is card else "NV18" for other in cards]
+        cpus = f"0-{half - 1}" if card["numa_node"] == 0 else f"{half}-{2 * half - 1}"
+        lines.append("\t".join([f"GPU{card['index']}", *links, cpus, str(card["numa_node"]), "", "N/A"]))
+    return "\n".join(lines) + "\n\n" + TOPO_LEGEND + "\n"
 
 
 # --- command line -----------------------------------------------------------------------------------------
@@ -249,6 +308,9 @@ def main(tool: str, argv: list[str]) -> int:
     if "--version" in argv or "-v" in argv:
         print(f"{tool} {profile.get('tool_version', '')} ({SIM_NOTE})")
         return 0
+    if tool in faults.get("tool_missing", []):  # the link is gone too (boot.sync_tool_links); a caller holding it
+        sys.stderr.write(f"{tool}: command not found\n")
+        return 127
     if tool == "hccn_tool":
         text, code = render_hccn(argv, profile, faults)
         sys.stdout.write(text)
@@ -258,6 +320,13 @@ def main(tool: str, argv: list[str]) -> int:
         return 9
     cards = simlib.card_states(profile, faults)
     try:
+        if tool == "hl-smi" and argv[:2] == ["-n", "link"]:
+            text, code = render_hl_smi_link(argv, profile, cards, faults)
+            sys.stdout.write(text)
+            return code
+        if tool == "nvidia-smi" and argv[:2] == ["topo", "-m"]:
+            sys.stdout.write(render_nvidia_topo(profile, cards))
+            return 0
         if tool == "hl-smi":
             fields, options = _parse_query(argv, ("-Q", "--query-aip", "--query"))
             if fields is None:
