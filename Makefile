@@ -10,9 +10,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 deps:  ## Debian packages the sandbox and the tests need (as root); src/inferfleet/sandbox/hostenv.py checks the same
 	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null && command -v docker-registry >/dev/null \
-	  && command -v fusermount3 >/dev/null && command -v ssh >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq --no-install-recommends docker.io mmdebstrap docker-registry fuse3 openssh-client \
-	  python3-venv >/dev/null; }
+	  && command -v fusermount3 >/dev/null && command -v ssh >/dev/null && command -v rsync >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io \
+	  mmdebstrap docker-registry fuse3 openssh-client rsync python3-venv >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -49,6 +49,7 @@ bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/plan_scale.py
 	$(BIN)/python benchmarks/registry_mirror.py
 	$(BIN)/python benchmarks/fabric.py
+	$(BIN)/python benchmarks/models.py
 	$(BIN)/python benchmarks/serve_ready.py
 
 clean:

@@ -1,43 +1,57 @@
 # Copyright: inferfleet contributors
 # Apache License 2.0
-"""Filter: SHA-256 manifests of model directories on the controller (the models stage compares them with the
-manifest left on each host, so an unchanged model is neither read on the host nor copied)."""
-
-import hashlib
-import os
+"""Filters for the models role; the logic lives in inferfleet.models (unit-tested)."""
 
 from ansible.errors import AnsibleFilterError
 
-_CACHE = {}
+try:
+    from inferfleet import models
+    from inferfleet.text import align
+except ImportError as exc:  # pragma: no cover - depends on the controller's environment
+    models = None
+    IMPORT_ERROR = exc
 
 
-def manifest(directory):
-    """{relative path: sha256} of every file under `directory` (cached by path, size and mtime)."""
-    if not os.path.isdir(directory):
-        raise AnsibleFilterError("model directory %s does not exist on the controller" % directory)
-    files = {}
-    for root, _dirs, names in os.walk(directory):
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, directory)
-            if rel == ".inferfleet-manifest.json":
-                continue
-            stat = os.stat(path)
-            key = (path, stat.st_size, stat.st_mtime_ns)
-            if key not in _CACHE:
-                digest = hashlib.sha256()
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                _CACHE[key] = digest.hexdigest()
-            files[rel] = _CACHE[key]
-    return dict(sorted(files.items()))
+def _require():
+    if models is None:
+        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s "
+                                 "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
 
 
-def inferfleet_model_manifests(sources):
-    return {host_path: manifest(controller_dir) for host_path, controller_dir in (sources or {}).items()}
+def inferfleet_model_item(path, catalogue):
+    """A planned model path with its inferfleet_models value and the key of its source in the fleet cache."""
+    _require()
+    value = catalogue[path]
+    try:
+        key = models.catalogue_entry(value).key()
+    except (ValueError, KeyError, TypeError) as err:
+        raise AnsibleFilterError("inferfleet_models[%s]: %s" % (path, err)) from None
+    return {"path": path, "value": value, "key": key}
+
+
+def inferfleet_model_lines(states, manifests, rows):
+    """The host's models as a table: model, source, revision, size, where from, status."""
+    _require()
+    lines = [["model", "source", "revision", "size", "from", "status"]]
+    for state in states:
+        item = state["item"]
+        manifest = manifests.get(item["key"], {})
+        where = "already on the host" if state.get("status") == "present" else manifest.get("where", "?")
+        lines.append([item["path"], manifest.get("source", "?"), (manifest.get("commit") or "-")[:12],
+                      models.human_bytes(manifest.get("size") or 0), where, "in place"])
+    return align(lines)
+
+
+def inferfleet_model_no_room(states):
+    """The models whose copy needs more than their file system has free, each as a line with the numbers."""
+    _require()
+    return ["%s: the copy needs %s more and the file system has %s free (fix: free space there, or place the model "
+            "on a larger file system)" % (s["path"], models.human_bytes(s["needed_bytes"]),
+                                          models.human_bytes(s["free_bytes"]))
+            for s in states if s["needed_bytes"] > s["free_bytes"]]
 
 
 class FilterModule:
     def filters(self):
-        return {"inferfleet_model_manifests": inferfleet_model_manifests}
+        return {"inferfleet_model_item": inferfleet_model_item, "inferfleet_model_lines": inferfleet_model_lines,
+                "inferfleet_model_no_room": inferfleet_model_no_room}

@@ -305,6 +305,60 @@ def cmd_plan(args) -> int:
     return 0 if plan.ok else 2
 
 
+def cmd_models_pull(args) -> int:
+    """The models the inventory's plan uses, fetched once each into the fleet cache (or a bundle directory) with
+    the hubs' own clients, as the models stage does. Tokens: inferfleet_hf_token / inferfleet_modelscope_token
+    (plain or from an unlocked vault), else HF_TOKEN / MODELSCOPE_API_TOKEN from the environment."""
+    import os
+
+    from . import models
+    from .inventory import load_hosts
+    from .planner import plan_hosts
+
+    hosts, problems = load_hosts(args.inventory, None, args.limit)
+    plan = plan_hosts(hosts) if not problems else None
+    problems = problems or plan.errors
+    if problems:
+        for problem in problems:
+            print(f"ERROR   {problem}", file=sys.stderr)
+        return 2
+    wanted = {}
+    for host in hosts:
+        catalogue = host.vars.get("inferfleet_models") or {}
+        for instance in plan.hosts[host.name].instances:
+            if instance["model"] in catalogue:
+                ref = models.catalogue_entry(catalogue[instance["model"]])
+                wanted.setdefault(ref.key(), (ref, host.vars, instance["model"]))
+    rows, failed = [], []
+    for ref, hv, path in wanted.values():
+        cache = Path(args.bundle or hv.get("inferfleet_model_cache_dir") or models.default_cache())
+        names = {"hf": ("inferfleet_hf_token", "inferfleet_hf_endpoint", "HF_TOKEN"),
+                 "modelscope": ("inferfleet_modelscope_token", "inferfleet_modelscope_endpoint",
+                                "MODELSCOPE_API_TOKEN")}.get(ref.scheme)
+        token = (hv.get(names[0]) or os.environ.get(names[2])) if names else None
+        try:
+            manifest = models.fetch(ref, cache, token=token, endpoint=hv.get(names[1]) if names else None,
+                                    log=(lambda line: None) if args.json else print)
+        except models.ModelError as err:
+            failed.append(f"{ref.source} (model {path}): {err} (fix: {err.fix})")
+            continue
+        rows.append({"model": path, "source": ref.source, "commit": manifest.get("commit"), "size": manifest["size"],
+                     "where": manifest["where"], "directory": manifest["directory"]})
+    if args.json:
+        print(json.dumps({"models": rows, "errors": failed}, indent=2))
+    else:
+        lines = [("model", "source", "commit", "size", "from", "in")] + [
+            (r["model"], r["source"], (r["commit"] or "-")[:12], models.human_bytes(r["size"]), r["where"],
+             r["directory"]) for r in rows]
+        print("\n".join(align(lines)))
+        for line in failed:
+            print(f"ERROR   {line}", file=sys.stderr)
+        if args.bundle and not failed:
+            print(f"bundle ready in {args.bundle}: copy it to the offline controller and set "
+                  f"inferfleet_model_cache_dir: <its path> and inferfleet_models_offline: true", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _write_plan(path: Path, document: dict) -> None:
     """Readable by the user only: a plan holds the services' environment, which may carry tokens."""
     import os
@@ -510,6 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--facts-dir", help="Ansible fact cache with discovered cards (default: .cache/facts)")
     plan.add_argument("--save", metavar="FILE", help="also write the plan to FILE, for `inferfleet up --plan FILE`")
     plan.set_defaults(func=cmd_plan)
+
+    models_ = sub.add_parser("models", help="the models of an inventory's services")
+    msub = models_.add_subparsers(dest="models_command", required=True)
+    pull = msub.add_parser("pull", help="fetch every model the plan uses into the fleet cache, or a bundle "
+                                        "directory to carry to an air-gapped controller")
+    pull.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
+    pull.add_argument("--limit", help="host pattern, as ansible-playbook --limit")
+    pull.add_argument("--bundle", metavar="DIR", help="fill DIR instead of the inventory's inferfleet_model_cache_dir")
+    pull.add_argument("--json", action="store_true", help="print one JSON document")
+    pull.set_defaults(func=cmd_models_pull)
 
     status = sub.add_parser("status", help="show every model service instance: state, health, port, uptime")
     _playbook_options(status)

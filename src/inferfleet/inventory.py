@@ -17,6 +17,8 @@ from .paths import project_dir
 from .planner import HostInput
 from .schema import OWNED_PREFIXES, InventoryProblem, Problem, serving_enabled
 
+# What a vault-encrypted value reads as where the vault secret is not given (inferfleet plan): a string.
+VAULTED = "<encrypted with ansible-vault>"
 # Variables the planner reads besides the schema's own.
 PLANNER_VARS = ("ansible_host",)
 
@@ -192,6 +194,11 @@ def plain_value(value):
         return float(value)
     if isinstance(value, str):
         return str(value)
+    if type(value).__name__ == "EncryptedString":  # an ansible-vault value: decrypted when the run has the secret
+        try:
+            return str(value)
+        except Exception:  # no vault secret here (`inferfleet plan`): a string all the same, for the schema
+            return VAULTED
     return value
 
 

@@ -353,6 +353,7 @@ class Draft:
     version_source: str = ""
     groups: list[list[int]] = field(default_factory=list)
     instances: list[dict] = field(default_factory=list)  # {group, replica, model, port, fraction}
+    local_dir: Path | None = None  # the controller's copy of the model (fleet cache, file:// source), if any
 
     def at(self, key: str) -> str:
         return f"inferfleet_services[{self.label}].{key}"
@@ -467,6 +468,20 @@ def plan_fabric_step(host: HostInput, cards: Cards, findings: Findings) -> dict:
     return fabric.plan_fabric(host.vars, cards, platform_image(host.vars, cards), access, findings)
 
 
+def controller_model_dir(host: HostInput, model: str) -> Path | None:
+    """The controller's copy of a model the host's inferfleet_models names a source for: the fleet cache's (after
+    the models stage or `inferfleet models pull`), or its file:// directory. Its config.json and safetensors are
+    what the planner then computes with."""
+    value = (host.vars.get("inferfleet_models") or {}).get(model) if isinstance(
+        host.vars.get("inferfleet_models"), dict) else None
+    if value is None:
+        return None
+    from . import models
+
+    cache = host.vars.get("inferfleet_model_cache_dir")
+    return models.controller_copy(value, Path(cache) if cache else models.default_cache())
+
+
 def host_cards(platform: str, accel: dict, discovered: dict | None, simulated: bool) -> Cards:
     discovered = discovered or {}
     count = int(discovered.get("count") or accel.get("count") or 0) if platform != "cpu" else 0
@@ -502,8 +517,9 @@ def parse_service(host: HostInput, position: int, raw, platform: str, findings: 
             if not isinstance(spec.config_source, dict):  # a file's mapping, which _FILE_CACHE keeps
                 _CHECKED_CONFIGS.add(id(loaded))
         config = loaded
-    elif (Path(models[0]) / "config.json").is_file():
-        loaded, source, _ = load_mapping(models[0], None, "model_config")
+    local_dir = controller_model_dir(host, models[0]) if len(models) == 1 else None
+    if spec.config_source is None and ((local_dir or Path(models[0])) / "config.json").is_file():
+        loaded, source, _ = load_mapping(str(local_dir or models[0]), None, "model_config")
         config = schema.parse_model_config(host.name, label, source, loaded)[0]
     task = spec.task or default_task(config)
     if task is None:
@@ -519,7 +535,7 @@ def parse_service(host: HostInput, position: int, raw, platform: str, findings: 
     max_batched = spec.max_num_batched_tokens or max(
         max_model_len, serving_default("min_batched_tokens_generate") if task == "generate" else 0)
     draft = Draft(spec, label, models, config, task, max_model_len,
-                  spec.max_num_seqs or serving_default("max_num_seqs", platform), max_batched)
+                  spec.max_num_seqs or serving_default("max_num_seqs", platform), max_batched, local_dir=local_dir)
     check_model_limits(draft, platform, findings)
     return draft if check_gaudi_keys(draft, platform, findings) else None
 
@@ -869,7 +885,7 @@ def emit_instances(drafts: list[Draft], host: HostInput, cards: Cards, findings:
             continue
         draft.weights, draft.weights_source = weights_bytes(
             draft.spec.weights_gib, draft.spec.dtype, draft.config,
-            Path(draft.models[0]) if len(draft.models) == 1 else None)
+            draft.local_dir or (Path(draft.models[0]) if len(draft.models) == 1 else None))
         instances += _emit_service(draft, ctx, findings)
     return instances
 
@@ -1172,7 +1188,8 @@ def docker_run_argv(container: dict) -> list[str]:
 def plan_inputs(host: HostInput, drafts: list[Draft]) -> dict:
     """Hashes of what a host's plan was computed from: its settings (with the model configs and env files they
     name) and its cards. A saved plan is applied only while both are unchanged."""
-    settings = _canonical({k: v for k, v in host.vars.items() if k in schema.SETTINGS and k not in _RUN_SETTINGS})
+    settings = _canonical({k: v for k, v in host.vars.items() if k in schema.SETTINGS and k not in _RUN_SETTINGS
+                           and k not in schema.SECRET_SETTINGS})  # a token changes no plan, nor does its hash
     files = {d.spec.name: [d.config, _file_text(d.spec.env_file, host.base_dir)] for d in drafts}
     discovered = host.discovered or {}
     cards = {"count": discovered.get("count"), "model": discovered.get("model"),

@@ -279,6 +279,41 @@ class Accelerator(Strict):
     memory_gib: Number = setting(..., "Memory of one card in GiB.", 96, gt=0)
 
 
+def _model_source(value: str) -> str:
+    from .models import parse_source
+
+    if not value.startswith("/"):
+        parse_source(value)
+    elif len(value) > 1:
+        _absolute_path(value)
+    return value
+
+
+# a source, or (the older form) a directory on the controller
+ModelSourceText = Annotated[StrictStr, AfterValidator(_model_source)]
+
+
+class ModelSource(Strict):
+    """Where a model directory comes from: its source, and which revision and files of it."""
+
+    source: ModelSourceText = setting(..., "hf://ORG/NAME[@REVISION], modelscope://ORG/NAME[@REVISION], "
+                                           "git+https://HOST/PATH[@REF] or file:///DIR on the controller.",
+                                      "hf://Qwen/Qwen2.5-7B-Instruct")
+    revision: StrictStr | None = setting(None, "Branch, tag or commit (pin a commit for repeatable fleets); "
+                                               "overrides an @REVISION in the source.",
+                                         "a09a35458c702b33eeacc393d103063234e8bc28", min_length=1)
+    allow_patterns: list[StrictStr] | None = setting(None, "Only the files matching these (fnmatch, as the hub "
+                                                           "clients read them).", ["*.safetensors", "*.json"])
+    ignore_patterns: list[StrictStr] | None = setting(None, "Leave out the files matching these.", ["*.pth"])
+
+    @model_validator(mode="after")
+    def _patterns_fit(self):
+        from .models import parse_source
+
+        parse_source(self.source, self.revision, self.allow_patterns or (), self.ignore_patterns or ())
+        return self
+
+
 class RegistryCredential(Strict):
     registry: StrictStr = Field(..., min_length=1)
     username: StrictStr = Field(..., min_length=1)
@@ -315,9 +350,27 @@ class Inventory(Strict):
         {"HF_ENDPOINT": "https://hf-mirror.example.com"})
     inferfleet_warmup_cache_dir: AbsolutePath = setting("/data/warmup_cache", "Where Gaudi warmup caches live.",
                                                         "/data/warmup_cache")
-    inferfleet_models: dict[AbsolutePath, StrictStr] = setting(
-        {}, "Model directories to place on the host: host path -> directory on the controller.",
-        {"/models/tiny-llama": "/srv/models/tiny-llama"})
+    inferfleet_models: dict[AbsolutePath, ModelSourceText | ModelSource] = setting(
+        {}, "Where each model directory the services name comes from: host path -> a source (hf://, "
+            "modelscope://, git+https://, file:// on the controller) or {source, revision, allow_patterns, "
+            "ignore_patterns}.",
+        {"/models/Qwen2-72B-Instruct": {"source": "modelscope://Qwen/Qwen2-72B-Instruct",
+                                        "allow_patterns": ["*.safetensors", "*.json", "*.txt"]}},
+        fix="write inferfleet_models as {/path/on/host: hf://ORG/NAME@REVISION}")
+    inferfleet_model_cache_dir: AbsolutePath | None = setting(
+        None, "The controller's fleet cache of models, each fetched from its hub once (default: "
+              "<project>/.cache/model-cache); a bundle made by `inferfleet models pull`.", "/srv/inferfleet/models")
+    inferfleet_models_offline: Bool = setting(False, "Ask no hub: every model comes from the fleet cache (an "
+                                                     "air-gapped fleet with a bundle).", True)
+    inferfleet_hf_endpoint: Url = setting("", "Hugging Face Hub address (a mirror: HF_ENDPOINT); empty: "
+                                              "huggingface.co.", "https://hf-mirror.com")
+    inferfleet_hf_token: StrictStr | None = setting(None, "Hugging Face token for gated models; keep it in a "
+                                                          "vault file.", "hf_xxxxxxxx", min_length=1)
+    inferfleet_modelscope_endpoint: Url = setting("", "ModelScope address (MODELSCOPE_ENDPOINT); empty: "
+                                                      "modelscope.cn.", "https://www.modelscope.cn")
+    inferfleet_modelscope_token: StrictStr | None = setting(None, "ModelScope token (MODELSCOPE_API_TOKEN); keep "
+                                                                  "it in a vault file.", "ms-xxxxxxxx",
+                                                            min_length=1)
     inferfleet_registry_mirror: Url = setting(
         "", "LAN registry the images stage copies each image into once and every host pulls from.",
         "http://10.0.0.5:5000", fix="write it as http://HOST:PORT or https://HOST")
@@ -348,6 +401,8 @@ class Inventory(Strict):
                                                               "172.30.0.1:5000/inferfleet/vllm-cpu:0.32.0")
     inferfleet_sandbox_models_dir: StrictStr | None = setting(None, "The sandbox's stand-in models on the "
                                                                     "controller (sandbox only).", "/srv/models")
+    inferfleet_sandbox_hub: StrictStr | None = setting(None, "The sandbox's local model hub (sandbox only).",
+                                                       "http://127.0.0.1:5002")
     inferfleet_sandbox_fabric_dir: StrictStr | None = setting(
         None, "The SIMULATED collective-test stand-ins on the controller (sandbox only).",
         "/srv/inferfleet/src/inferfleet/sandbox/fabric")
@@ -542,10 +597,12 @@ class Images(Strict):
 class Models(Strict):
     """Role models (stage models)."""
 
-    models_sources: dict[StrictStr, StrictStr] = setting(None, "Host path -> controller directory (from "
-                                                               "inferfleet_models).", templated=True)
-    models_owner: StrictStr = setting("root", "Owner of the copied files.")
-    models_group: StrictStr = setting("root", "Group of the copied files.")
+    models_catalogue: dict[StrictStr, Any] = setting(None, "Host path -> source (from inferfleet_models).",
+                                                     templated=True)
+    models_owner: StrictStr = setting("root", "Owner of the placed files.")
+    models_group: StrictStr = setting("root", "Group of the placed files.")
+    models_rsync_package: StrictStr = setting("rsync", "Package that brings rsync to the hosts (the copy from the "
+                                                       "fleet cache uses it).")
 
 
 class FabricSource(Strict):
@@ -666,13 +723,16 @@ ROLE_SETTINGS: dict[str, tuple[type[Strict], tuple[str, ...]]] = {
                         "inferfleet_run_dir")),
     "fabric": (Fabric, ("inferfleet_platform", "inferfleet_saved_plan", "inferfleet_run_dir",
                               "inferfleet_results_dir")),
-    "models": (Models, ("inferfleet_models",)),
+    "models": (Models, ("inferfleet_models", "inferfleet_model_cache_dir", "inferfleet_models_offline",
+                        "inferfleet_hf_endpoint", "inferfleet_hf_token", "inferfleet_modelscope_endpoint",
+                        "inferfleet_modelscope_token", "inferfleet_saved_plan", "inferfleet_run_dir")),
     # inferfleet_services is left to the planner: a fleet with inferfleet_serving false may name absent models
     "vllm_service": (VllmService, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir")),
 }
 SETTINGS: dict[str, tuple[type[Strict], Any]] = {name: (group, info) for group in GROUPS
                                                  for name, info in group.model_fields.items()}
-SECRET_SETTINGS = frozenset({"inferfleet_registry_credentials", "images_registry_credentials"})
+SECRET_SETTINGS = frozenset({"inferfleet_registry_credentials", "images_registry_credentials", "inferfleet_hf_token",
+                             "inferfleet_modelscope_token"})
 
 
 # --- problems ---------------------------------------------------------------------------------------------------
@@ -762,20 +822,23 @@ def _is_mapping(annotation) -> bool:
 
 
 def _walk(model: type[BaseModel], loc: tuple) -> tuple[Any, type[BaseModel] | None]:
-    """The FieldInfo a pydantic error location points at (or None) and the model that holds its keys. Keys of a
-    mapping (a test name in fabric_thresholds) stay with the mapping's own field."""
-    current, info = model, None
+    """The FieldInfo a pydantic error location points at (or None) and the model that holds its keys. A mapping's
+    keys (a host path in inferfleet_models, a test in fabric_thresholds) stay with the mapping's own field; its values'
+    keys are that value model's fields."""
+    current, info, key_next = model, None, False
     for part in loc:
         if isinstance(part, int):
             continue
+        if key_next:  # a key of the mapping `info` describes
+            key_next = False
+            continue
         if current is None:
-            if info is not None and _is_mapping(info.annotation):
-                continue
-            return None, None
+            return (info, None) if info is not None and _is_mapping(info.annotation) else (None, None)
         info = _fields(current).get(part)
         if info is None:
             return None, None
         current = _model_in(info.annotation)
+        key_next = _is_mapping(info.annotation)
     return info, current
 
 
@@ -804,16 +867,26 @@ def _did_you_mean(name: str, known) -> str:
 def problems_from_error(host: str, err: ValidationError, model: type[BaseModel], prefix: str = "",
                         value_of=None) -> list[Problem]:
     """Pydantic's errors as Problems. prefix: the field path the model sits at (e.g. inferfleet_services[x])."""
-    problems, seen = [], set()
+    found = []
     for error in err.errors(include_url=False):
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in _UNION_TAGS or "[" in str(p)))
-        # unions report one error per member; the first one for a location reads best
-        path = _join(prefix, loc)
-        if path in seen:
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p in _UNION_TAGS or p in _model_names())
+                                                    or "[" in str(p)))
+        found.append((loc, _join(prefix, loc), error))
+    # a union reports one error per member: where the value fits one member's shape (a mapping with a bad key),
+    # that member's errors say what is wrong, not "must be a string" from another member
+    paths = [path for _, path, _ in found]
+    problems, seen = [], set()
+    for loc, path, error in found:
+        kind = error["type"]
+        deeper = any(other != path and (other.startswith(path + ".") or other.startswith(path + "["))
+                     for other in paths)
+        specific = any(other == path and e["type"] not in _TYPE_WORDS for _, other, e in found)
+        if kind in _TYPE_WORDS and (deeper or specific):
+            continue
+        if path in seen:  # otherwise the first error of a location reads best
             continue
         seen.add(path)
         info = _walk(model, loc)[0]
-        kind = error["type"]
         if kind == "extra_forbidden":
             holder = _walk(model, loc[:-1])[1] if loc[:-1] else model
             siblings = sorted(_fields(holder)) if holder is not None else []
@@ -822,15 +895,29 @@ def problems_from_error(host: str, err: ValidationError, model: type[BaseModel],
                                     f"remove it or correct the spelling (known: {', '.join(siblings)})"))
             continue
         message = _phrase(error)
+        secret = bool(loc) and loc[0] in SECRET_SETTINGS  # a token's value is not repeated in a message
+        if kind in _TYPE_WORDS:  # the members' types, as one phrase: "must be a string or a mapping"
+            words = []
+            for _, other, e in found:
+                if other == path and e["type"] in _TYPE_WORDS and _TYPE_WORDS[e["type"]] not in words:
+                    words.append(_TYPE_WORDS[e["type"]])
+            if "a whole number" in words and "a number" in words:
+                words.remove("a whole number")
+            message = "must be " + " or ".join(words)
         if kind != "missing":
-            message += f", got {shown(error.get('input'))}"
+            message += f", got {'a ' + type(error.get('input')).__name__ if secret else shown(error.get('input'))}"
         problems.append(Problem(host, path, message, _example_fix(path, info)))
     return problems
 
 
-# pydantic names union members in error locations (e.g. 'str', 'constrained-int', 'function-after[...]')
+# pydantic names union members in error locations (e.g. 'str', 'constrained-int', 'function-after[...]', or a
+# model's class name)
 _UNION_TAGS = {"str", "int", "float", "bool", "dict", "list", "none", "dict[str,any]", "constrained-int",
-               "constrained-float", "constrained-str", "literal", "ModelConfig", "Accelerator"}
+               "constrained-float", "constrained-str", "literal"}
+
+
+def _model_names() -> set[str]:
+    return {name for name, value in globals().items() if isinstance(value, type) and issubclass(value, BaseModel)}
 
 
 def _join(prefix: str, loc: tuple) -> str:

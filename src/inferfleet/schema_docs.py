@@ -127,7 +127,8 @@ def _type_text(info) -> str:
 
 
 # Settings whose value is a mapping (or a list of mappings) with keys of its own
-NESTED = ((schema.Accelerator, "inferfleet_accelerator"), (schema.ImageBuild, "images_builds entries"),
+NESTED = ((schema.Accelerator, "inferfleet_accelerator"), (schema.ModelSource, "inferfleet_models values"),
+          (schema.ImageBuild, "images_builds entries"),
           (schema.FabricSource, "fabric_source"), (schema.FabricTest, "fabric_tests entries"))
 
 

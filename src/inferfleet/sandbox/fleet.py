@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from . import image, profiles, registry
+from . import hub, image, profiles, registry
 from .hostenv import ensure_dockerd, ensure_host_packages
 
 LABEL = "inferfleet.sandbox"
@@ -91,6 +91,10 @@ class Sandbox:
         return self.registry_port + 1
 
     @property
+    def hub_port(self) -> int:
+        return self.registry_port + 2
+
+    @property
     def network_name(self) -> str:
         return f"{self.name}-sandbox"
 
@@ -155,6 +159,7 @@ class Sandbox:
         serving_vars = (self._prepare_serving(f"{gateway}:{self.registry_port}") if serving
                         else {"inferfleet_serving": False})
         serving_vars["inferfleet_sandbox_fabric_dir"] = str(FABRIC_STAND_INS)
+        state = self._read_state()  # serving recorded the hub's process
         addresses = assign_addresses([s.name for s in specs], subnet, state.get("addresses", {}))
         state["addresses"] = addresses
         self._write_state(state)
@@ -180,8 +185,19 @@ class Sandbox:
         tag = vllm_image.build(self.client, cache, self.log)
         vllm_image.push(self.client, tag, self.registry_port, self.log)
         models = vllm_image.make_models(self.client, tag, cache / "models", self.log)
+        # the models stage fetches them from a local hub, with the hubs' own clients
+        for model in vllm_image.MODELS:
+            hub.publish(self.hub_root, f"inferfleet/{model}", models / model)
+        state = self._read_state()
+        state["hub_pid"] = hub.ensure(self.hub_root, self.hub_port, state.get("hub_pid"), self.log)
+        self._write_state(state)
         return {"inferfleet_sandbox_vllm_image": f"{registry_address}/inferfleet/vllm-cpu:{vllm_image.VLLM_VERSION}",
-                "inferfleet_sandbox_models_dir": str(models)}
+                "inferfleet_sandbox_models_dir": str(models),
+                "inferfleet_sandbox_hub": f"http://127.0.0.1:{self.hub_port}"}
+
+    @property
+    def hub_root(self) -> Path:
+        return self.state / "hub"
 
     def default_inventory_dir(self) -> Path:
         from ..paths import project_dir
@@ -338,6 +354,8 @@ class Sandbox:
             removed.append(f"registry process {state['registry_pid']}")
         if registry.stop(state.get("mirror_pid")):
             removed.append(f"mirror process {state['mirror_pid']}")
+        if hub.stop(state.get("hub_pid")):
+            removed.append(f"model hub process {state['hub_pid']}")
         inventory = state.get("inventory")
         if inventory and Path(inventory).exists():
             Path(inventory).unlink()

