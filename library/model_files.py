@@ -205,7 +205,8 @@ def main():
                       "after": {"path": path, "status": "present", "source": manifest.get("source"),
                                 "commit": manifest.get("commit")}}
     if module.check_mode:
-        module.exit_json(changed=True, **result)
+        result["changed"] = True
+        module.exit_json(**result)
     if not os.path.isdir(path + ".partial"):
         module.fail_json(msg="%s.partial does not exist: nothing was copied to put in place" % path, **result)
     entries, bad = verify_partial(path, manifest)

@@ -53,7 +53,10 @@ class ActionModule(ActionBase):
                                               setting("inferfleet_modelscope_endpoint"))}.get(ref.scheme, (None, None))
             started = time.monotonic()
             try:
-                manifest = models.fetch(ref, cache, token=token, endpoint=endpoint, offline=offline)
+                if task_vars.get("ansible_check_mode"):  # what would be fetched: the hub's description only
+                    manifest = models.planned(ref, cache, token=token, endpoint=endpoint, offline=offline)
+                else:
+                    manifest = models.fetch(ref, cache, token=token, endpoint=endpoint, offline=offline)
             except models.ModelError as err:
                 problems.append("%s (model %s): %s (fix: %s)" % (ref.source, item["path"], err, err.fix))
                 continue

@@ -394,6 +394,21 @@ def fetch(ref: ModelRef, cache_root: Path, token: str | None = None, endpoint: s
     return dict(manifest, directory=str(final), where="hub")
 
 
+def planned(ref: ModelRef, cache_root: Path, token: str | None = None, endpoint: str | None = None,
+            offline: bool = False) -> dict:
+    """What `fetch` would bring, fetching nothing (check mode): the cache's manifest when it has the model, else
+    the hub's description of it."""
+    if ref.scheme == "file" or offline:
+        return fetch(ref, cache_root, token, endpoint, offline)  # reads only what is on the controller
+    remote = describe(ref, token, endpoint)
+    found = cached(ref, cache_root, remote.commit)
+    if found is not None:
+        return dict(found[1], directory=str(found[0]), where="fleet cache")
+    return {"source": ref.source, "revision": ref.revision, "commit": remote.commit, "size": remote.size,
+            "files": [{"path": f["path"], "size": f["size"], "sha256": f.get("sha256")} for f in remote.files],
+            "directory": str(ref.cache_dir(cache_root) / remote.commit), "where": "hub (check mode: not fetched)"}
+
+
 def _record_ref(ref: ModelRef, cache_root: Path, commit: str) -> None:
     refs = ref.cache_dir(cache_root) / "refs" / (ref.revision or "default")
     refs.parent.mkdir(parents=True, exist_ok=True)

@@ -264,3 +264,17 @@ def test_models_pull_fills_a_bundle_an_offline_plan_reads(local_hub, tmp_path, c
     assert cli.main(["plan", "-i", str(inventory), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["hosts"]["c1"]["instances"][0]["kv_cache"]["weights_bytes"] == 3 * MIB
+
+
+def test_the_module_in_check_mode_reports_the_placement_and_changes_nothing(tmp_path):
+    from helpers import ROOT, run_module
+
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    path = tmp_path / "models" / "m"
+    result = run_module(ROOT / "library" / "model_files.py",
+                        {"path": str(path), "manifest": manifest_of(source), "state": "present"}, check=True)
+    assert result["changed"] is True and result["status"] == "absent" and "diff" in result
+    assert not path.exists() and not (tmp_path / "models").exists()
+    assert result["needed_bytes"] == 2 and result["free_bytes"] > 0
