@@ -24,40 +24,21 @@ import json
 import os
 from pathlib import Path
 
-from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
+from ansible.errors import AnsibleError
 
 try:
     from inferfleet import fabric
+    from inferfleet.actions import ModeAction
+    from inferfleet.actions import plain as _plain
     from inferfleet.paths import project_dir, tree_digest
     from inferfleet.text import align
 except ImportError as exc:  # pragma: no cover - depends on the controller's environment
-    fabric = None
-    IMPORT_ERROR = exc
+    raise AnsibleError("the inferfleet Python package is not importable on the controller: %s (install it with "
+                       "`pip install -e .` in the project)" % exc) from exc
 
 
-def _plain(value):
-    """Ansible's lazy containers as plain JSON values."""
-    return json.loads(json.dumps(value, default=str))
-
-
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _requires_connection = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super().run(tmp, task_vars)
-        if fabric is None:
-            raise AnsibleActionFail("the inferfleet Python package is not importable on the controller: %s "
-                                    "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
-        task_vars = task_vars or {}
-        mode = self._task.args.get("mode")
-        handler = {"prepare": self._prepare, "ready": self._ready, "judge": self._judge}.get(mode)
-        if handler is None:
-            raise AnsibleActionFail("mode must be prepare, ready or judge, got %r" % mode)
-        result["changed"] = False
-        result.update(handler(task_vars))
-        return result
+class ActionModule(ModeAction):
+    MODES = {"prepare": "_prepare", "ready": "_ready", "judge": "_judge"}
 
     # --- prepare ------------------------------------------------------------------------------------------------
     def _members(self, task_vars):
@@ -195,10 +176,8 @@ class ActionModule(ActionBase):
 
     def _record(self, task_vars, report):
         """Merge the host's report into the run's JSON record: <results dir>/fabric/<run>.json."""
-        results = Path(task_vars.get("inferfleet_results_dir") or project_dir() / ".cache" / "results")
-        run_dir = task_vars.get("inferfleet_run_dir")
-        run_id = Path(run_dir).name if run_dir else "ansible-playbook-%d" % os.getppid()
-        path = results / "fabric" / ("%s.json" % run_id)
+        run_id = self.run_id(task_vars)
+        path = self.results_dir(task_vars) / "fabric" / ("%s.json" % run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(str(path.parent / ".lock"), "w") as lock:  # the hosts' judge tasks run in parallel workers
             fcntl.flock(lock, fcntl.LOCK_EX)

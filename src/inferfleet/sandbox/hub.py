@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import os
 import re
 import sys
 import threading
@@ -31,6 +30,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import registry
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".h5", ".msgpack", ".model")
 LFS_MIN_SIZE = 1024 * 1024
@@ -334,14 +335,7 @@ def serve(root: Path, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer
     return server
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"inferfleet.sandbox.hub" in handle.read()
-    except OSError:
-        return False
+MARKER = b"inferfleet.sandbox.hub"
 
 
 def ensure(root: Path, port: int, known_pid: int | None, log=print) -> int:
@@ -349,7 +343,7 @@ def ensure(root: Path, port: int, known_pid: int | None, log=print) -> int:
     import socket
     import subprocess
 
-    if _alive(known_pid):
+    if registry.alive(known_pid, MARKER):
         return known_pid
     root.mkdir(parents=True, exist_ok=True)
     log(f"starting the local model hub on 127.0.0.1:{port} (SIMULATED Hugging Face / ModelScope)")
@@ -369,16 +363,7 @@ def ensure(root: Path, port: int, known_pid: int | None, log=print) -> int:
 
 
 def stop(pid: int | None) -> bool:
-    import signal
-
-    if not _alive(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(50):
-        if not _alive(pid):
-            break
-        time.sleep(0.1)
-    return True
+    return registry.stop(pid, MARKER)
 
 
 def publish(root: Path, repo_id: str, directory: Path) -> None:

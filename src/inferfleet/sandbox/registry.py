@@ -32,12 +32,14 @@ class Registry:
     port: int
 
 
-def _alive(pid: int | None) -> bool:
+def alive(pid: int | None, marker: bytes = b"docker-registry") -> bool:
+    """The process `pid` runs and its command line holds `marker` (a pid the system gave to another program is
+    not ours)."""
     if not pid:
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return b"docker-registry" in handle.read()
+            return marker in handle.read()
     except OSError:
         return False
 
@@ -52,7 +54,7 @@ def _listening(port: int) -> bool:
 
 def ensure(directory: Path, port: int, known_pid: int | None, log=print) -> Registry:
     """Start the registry unless the one this sandbox started is still running."""
-    if _alive(known_pid):
+    if alive(known_pid):
         return Registry(known_pid, port)
     if _listening(port):
         raise RuntimeError(f"port {port} is taken by another program: pick another with --registry-port")
@@ -89,12 +91,13 @@ def bytes_served(log_path: Path, offset: int = 0) -> tuple[int, int]:
     return total, offset + len(data)
 
 
-def stop(pid: int | None) -> bool:
-    if not _alive(pid):
+def stop(pid: int | None, marker: bytes = b"docker-registry") -> bool:
+    """Stop our process `pid` (SIGTERM, then up to 5 s for it to go); False when it was not running."""
+    if not alive(pid, marker):
         return False
     os.kill(pid, signal.SIGTERM)
     for _ in range(50):
-        if not _alive(pid):
+        if not alive(pid, marker):
             break
         time.sleep(0.1)
     return True
