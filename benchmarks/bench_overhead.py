@@ -14,20 +14,11 @@ import time
 from pathlib import Path
 
 from inferfleet import up
+from inferfleet.runs import task_seconds
 
 PROJECT = Path(__file__).resolve().parents[1]
 INVENTORY = PROJECT / "inventories" / "sandbox" / "hosts.yml"
 CLIENT_TASK = "Run the benchmark client, one concurrency after another"
-
-
-def client_seconds(run_dir: Path) -> float:
-    """How long the task running the client's containers took (all concurrencies), from the job events."""
-    for path in (run_dir / "artifacts").rglob("job_events/*.json"):
-        event = json.loads(path.read_text())
-        data = event.get("event_data", {})
-        if event.get("event") == "runner_on_ok" and data.get("task") == CLIENT_TASK:
-            return float(data.get("duration") or 0.0)
-    return float("nan")
 
 
 def main() -> None:
@@ -38,7 +29,7 @@ def main() -> None:
     stage = time.monotonic() - started
     if not result.ok:
         sys.exit(f"bench stage failed: {[f.msg for f in result.failures]}")
-    client = client_seconds(result.run_dir)
+    client = task_seconds(result.run_dir, CLIENT_TASK)
     print("stage bench on h100-1 (SIMULATED card, vLLM CPU build), the client's 3-point sweep:")
     print(f"  stage {stage:.1f} s, client containers {client:.1f} s, added {stage - client:.1f} s "
           f"= {(stage - client) / client:.0%} of the client's time (goal <= 10%)")

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from inferfleet import models, up
+from inferfleet.runs import task_seconds
 from inferfleet.sandbox import hub
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -60,16 +61,6 @@ def big_model(work: Path) -> Path:
                 for _ in range(16):
                     handle.write(block)
     return directory
-
-
-def task_seconds(run_dir: Path, task: str) -> float:
-    """How long one task took on the host, from ansible-runner's job events."""
-    for path in (run_dir / "artifacts").rglob("job_events/*.json"):
-        event = json.loads(path.read_text())
-        data = event.get("event_data", {})
-        if event.get("event") == "runner_on_ok" and data.get("task") == task:
-            return float(data.get("duration") or 0.0)
-    return float("nan")
 
 
 def placement(work: Path) -> tuple[float, float, float]:

@@ -196,3 +196,14 @@ def redact_argv(argv: list[str]) -> list[str]:
         else:
             redacted.append(arg)
     return redacted
+
+
+def task_seconds(run_dir: Path, task: str, host: str | None = None) -> float:
+    """How long a task took in a recorded run (on `host`, or its first host to report it), from ansible-runner's
+    job events; NaN when the run has no such task."""
+    for path in sorted((run_dir / "artifacts").rglob("job_events/*.json")):
+        event = json.loads(path.read_text())
+        data = event.get("event_data", {})
+        if event.get("event") == "runner_on_ok" and data.get("task") == task and host in (None, data.get("host")):
+            return float(data.get("duration") or 0.0)
+    return float("nan")

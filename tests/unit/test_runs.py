@@ -154,3 +154,17 @@ def test_redact_argv_hides_secret_looking_extra_vars_only():
                         "--extra-vars=api_token=<redacted>", "-eregistry_pass=<redacted>", "--extra", "<redacted>",
                         "-e", "@vars.yml", "-e", '{"a": 1}', "--limit", "gaudi"]
     assert not any(secret in " ".join(redacted) for secret in ("s3cret", "t0k", "p4ss", "v4l"))
+
+
+def test_a_tasks_duration_comes_from_the_job_events(tmp_path):
+    import json
+
+    from inferfleet.runs import task_seconds
+
+    events = tmp_path / "artifacts" / "playbook" / "job_events"
+    events.mkdir(parents=True)
+    for n, (host, task, duration) in enumerate((("a", "Build", 3.5), ("b", "Build", 4.25), ("a", "Run", 1.0))):
+        (events / f"{n}.json").write_text(json.dumps({"event": "runner_on_ok", "event_data": {
+            "host": host, "task": task, "duration": duration}}))
+    assert task_seconds(tmp_path, "Build", "b") == 4.25 and task_seconds(tmp_path, "Run") == 1.0
+    assert task_seconds(tmp_path, "Missing") != task_seconds(tmp_path, "Missing")  # NaN
