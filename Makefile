@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SANDBOX_PROFILES ?= gaudi2,ascend910b,h100,cpu
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: demo test lint unit integration bench deps browser venv sandbox-up sandbox-down clean
+.PHONY: demo test lint unit integration bench deps test-tools venv sandbox-up sandbox-down clean
 
 deps:  ## Debian packages the sandbox and the tests need (as root); src/inferfleet/sandbox/hostenv.py checks the same
 	@command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null && command -v docker-registry >/dev/null \
@@ -14,9 +14,11 @@ deps:  ## Debian packages the sandbox and the tests need (as root); src/inferfle
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io \
 	  mmdebstrap docker-registry fuse3 openssh-client rsync python3-venv >/dev/null; }
 
-browser:  ## Debian's chromium and its driver: the tests open the bench report in it (as root)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; }
+# chromium opens the bench report, promtool checks the scrape configuration, openssl makes a front door certificate
+test-tools:  ## What the tests check our output with (as root)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v promtool >/dev/null \
+	  && command -v openssl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	  -qq --no-install-recommends chromium chromium-driver prometheus openssl >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,7 +45,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest -q -m "not integration" tests
 
-integration: deps browser venv
+integration: deps test-tools venv
 	$(BIN)/pytest -q -m integration tests
 
 bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
@@ -55,6 +57,7 @@ bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/fabric.py
 	$(BIN)/python benchmarks/models.py
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/front_door.py
 	$(BIN)/python benchmarks/serve_ready.py
 
 clean:

@@ -44,6 +44,12 @@ options:
     description: Lines of the container log returned for an instance that failed.
     type: int
     default: 30
+  api_keys:
+    description:
+      - API key per service name; the requests to an instance of such a service carry
+        C(Authorization: Bearer KEY). The instances say their service in I(service).
+    type: dict
+    default: {}
 author:
   - inferfleet contributors
 """
@@ -97,10 +103,13 @@ RERANK_QUERY = "What do cats like?"
 RERANK_DOCUMENTS = ["Cats like to sleep in the sun.", "Stock prices went down.", "The train leaves at noon."]
 
 
-def http(method, url, body=None, timeout=30.0):
+def http(method, url, body=None, timeout=30.0, key=None):
     """(status, parsed JSON or text); status 0 when the connection is refused or the server is unreachable."""
     data = json.dumps(body).encode() if body is not None else None
-    request = Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = "Bearer %s" % key
+    request = Request(url, data=data, method=method, headers=headers)
     try:
         with urlopen(request, timeout=timeout) as response:
             raw = response.read().decode("utf-8", "replace")
@@ -173,6 +182,7 @@ def probe(instance, params, started, results):
     base = "http://%s:%s" % (params["address"], instance["port"])
     smoke = instance.get("smoke") or {}
     served = smoke.get("served_model_name") or name
+    key = (params["api_keys"] or {}).get(instance.get("service"))
     # an empty container name turns the container checks off (a server not run by inferfleet)
     container = (instance.get("container") or {}).get("name", "inferfleet-%s" % name)
     deadline = started + float(instance.get("startup_timeout") or 600)
@@ -184,14 +194,14 @@ def probe(instance, params, started, results):
         result["health"] = status
         if status == 200:
             first_health = first_health or time.time()
-            code, models = http("GET", base + "/v1/models", timeout=10)
+            code, models = http("GET", base + "/v1/models", timeout=10, key=key)
             names = [m.get("id") for m in (models or {}).get("data", [])] if isinstance(models, dict) else []
             if code == 200 and served in names:
                 if not params["wait"]:
                     result.update(ready=True, models=names)
                     break
                 path, body = smoke_request(smoke.get("task", "generate"), served, params["max_tokens"])
-                code, answer = http("POST", base + path, body, timeout=120)
+                code, answer = http("POST", base + path, body, timeout=120, key=key)
                 ok, details = check_smoke(smoke.get("task", "generate"), code, answer,
                                           {"max_tokens": params["max_tokens"],
                                            "embedding_dim": smoke.get("embedding_dim")})
@@ -237,6 +247,7 @@ def main():
             wait=dict(type="bool", default=True),
             max_tokens=dict(type="int", default=8),
             log_lines=dict(type="int", default=30),
+            api_keys=dict(type="dict", default={}, no_log=True),
         ),
         supports_check_mode=True,
     )

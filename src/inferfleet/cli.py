@@ -264,7 +264,6 @@ def render_plan(plan) -> list[str]:
             lines.append("  fabric: " + fabric_line(host.fabric))
         if not host.instances:
             lines.append("  no services")
-            continue
         rows = [columns]
         for inst in host.instances:
             kv = inst["kv_cache"]
@@ -274,7 +273,12 @@ def render_plan(plan) -> list[str]:
                          "-" if inst["memory_fraction"] is None else f"{inst['memory_fraction']:.2f}",
                          _size(kv["bytes_per_token"]) if kv["bytes_per_token"] else "-", _size(weights),
                          "-" if kv["max_concurrency"] is None else str(kv["max_concurrency"]), inst["image"]))
-        lines += ["  " + line for line in align(rows)]
+        lines += ["  " + line for line in align(rows)] if host.instances else []
+        for door in host.front_doors:
+            behind = ", ".join(s["name"] for b in door["backends"] for s in b["servers"]) or \
+                f"the hosts serving {door['services'][0]} in the run"
+            kind = "fleet front door" if door.get("fleet") else "front door"
+            lines.append(f"  {kind} {door['url']} ({door['balance']}): {behind}")
     for issue in plan.errors:
         lines.append(f"ERROR   {issue}")
     for issue in plan.warnings:
@@ -449,13 +453,17 @@ def cmd_status(args) -> int:
             result = runner.run_playbook(args.inventory, "playbooks/status.yml", limit=args.limit, command="status",
                                          **options)
             rows = [row for host in sorted(result.hosts) for row in (result.facts(host, "inferfleet_status") or [])]
+            doors = [row for host in sorted(result.hosts)
+                     for row in (result.facts(host, "inferfleet_front_doors") or [])]
             if args.json:
-                print(json.dumps({"instances": rows, "ok": result.ok,
+                print(json.dumps({"instances": rows, "front_doors": doors, "ok": result.ok,
                                   "failures": [{"host": f.host, "msg": f.msg} for f in result.failures],
                                   "run_dir": str(result.run_dir)}, indent=2))
             else:
                 for line in align([STATUS_COLUMNS] + [tuple(str(r[c]) for c in STATUS_COLUMNS) for r in rows]):
                     print(line)
+                for door in doors:
+                    print(f"{door['host']}: {door['summary']}")
                 for failure in result.failures:
                     print(f"FAILED {failure.host}: {failure.msg}", file=sys.stderr)
     except (FileNotFoundError, ValueError) as err:

