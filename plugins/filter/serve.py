@@ -18,6 +18,22 @@ except ImportError as exc:  # pragma: no cover - depends on the controller's env
     IMPORT_ERROR = exc
 
 
+def _require():
+    if frontdoor is None:
+        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s "
+                                 "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+
+
+def _serve_plans(hostvars, hosts):
+    """host -> the plan the serve stage loaded on it, for the run's hosts that loaded one."""
+    plans = {}
+    for name in hosts:
+        loaded = hostvars[name].get("__vllm_service_plan") or {}
+        if loaded.get("plan"):
+            plans[name] = loaded["plan"]
+    return plans
+
+
 def inferfleet_endpoint_line(instance):
     """One line per instance: where it listens and a curl a user can paste."""
     smoke = instance.get("smoke") or {}
@@ -108,7 +124,8 @@ def _metrics_url(container, address, port, schemes):
     schemes: front door port -> http or https."""
     labels = container.get("Labels") or {}
     door = labels.get("inferfleet.front-door-port")
-    if door and _arg(container.get("Command") or "", "--host") == "127.0.0.1" and frontdoor is not None:
+    if door and _arg(container.get("Command") or "", "--host") == "127.0.0.1":
+        _require()
         return "%s://%s:%s%s/%s" % (schemes.get(door, "http"), address, door, frontdoor.METRICS_PATH,
                                     labels.get("inferfleet.instance"))
     return "http://%s:%s/metrics" % (address, port)
@@ -152,6 +169,7 @@ def inferfleet_front_door_rows(results, host, address=None):
                "services": (labels.get("inferfleet.services") or "").split(","),
                "state": container.get("State", "?"), "in_rotation": [], "out_of_rotation": []}
         row["url"] = "%s://%s:%s" % (labels.get("inferfleet.front-door-scheme", "http"), address or host, row["port"])
+        _require()
         row["metrics"] = row["url"] + frontdoor.METRICS_PATH
         content = result.get("content") or ""
         if result.get("status") != 200 or not content.startswith("# pxname"):
@@ -181,13 +199,8 @@ def inferfleet_complete_front_door(door, hostvars, hosts, host, api_keys):
     the run's hosts (inferfleet.frontdoor.fleet_front_door); a host's own is complete already."""
     if not door.get("fleet"):
         return door
-    if frontdoor is None:
-        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s" % IMPORT_ERROR)
-    plans = {}
-    for name in hosts:
-        loaded = hostvars[name].get("__vllm_service_plan") or {}
-        if loaded.get("plan") and name != host:
-            plans[name] = loaded["plan"]
+    _require()
+    plans = {name: plan for name, plan in _serve_plans(hostvars, hosts).items() if name != host}
     try:
         return frontdoor.fleet_front_door(door, plans, host, door["services"][0] in (api_keys or {}))
     except ValueError as err:
@@ -197,20 +210,14 @@ def inferfleet_complete_front_door(door, hostvars, hosts, host, api_keys):
 def inferfleet_prometheus_path(configured, results_dir):
     """The scrape configuration's path: vllm_service_prometheus_config, else prometheus.yml in the results
     directory."""
-    if scrape is None:
-        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s" % IMPORT_ERROR)
+    _require()
     return configured or str(ModeAction.results_dir({"inferfleet_results_dir": results_dir}) / "prometheus.yml")
 
 
 def inferfleet_prometheus_config(hostvars, hosts, path, inventory_hosts):
     """The fleet's scrape configuration (inferfleet.scrape) from the serve plans of the run's hosts."""
-    if scrape is None:
-        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s" % IMPORT_ERROR)
-    plans = {}
-    for host in hosts:
-        loaded = hostvars[host].get("__vllm_service_plan") or {}
-        if loaded.get("plan"):
-            plans[host] = loaded["plan"]
+    _require()
+    plans = _serve_plans(hostvars, hosts)
     existing = Path(path).read_text() if Path(path).is_file() else None
     return scrape.prometheus_config(plans, existing, list(inventory_hosts))
 
