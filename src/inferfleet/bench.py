@@ -29,10 +29,11 @@ OUT_DIR = "/bench/out"
 def client_argv(instance: dict, settings: dict, concurrency: int, dataset_file: str | None, result_name: str) -> \
         list[str]:
     """`vllm bench serve` for one service instance, run on its host (--net host): seed 002's command with the
-    stage's settings. Pooling services use the client's embeddings and rerank backends."""
+    stage's settings, the model named by its path as there (every instance answers to it). Pooling services use
+    the client's embeddings and rerank backends."""
     task = instance["task"]
     argv = ["vllm", "bench", "serve", "--base-url", f"http://127.0.0.1:{instance['port']}",
-            "--model", instance["served_model_name"], "--tokenizer", instance["model"]]
+            "--model", instance["model"], "--tokenizer", instance["model"]]
     if task == "embed":
         argv += ["--backend", "openai-embeddings", "--endpoint", "/v1/embeddings", "--dataset-name", "random",
                  "--random-input-len", str(settings["input_len"]), "--random-output-len", "1"]

@@ -14,7 +14,7 @@ SETTINGS = {"dataset": "random", "input_len": 512, "output_len": 256, "num_promp
 
 
 def instance(task="generate", **extra):
-    return {"task": task, "port": 8080, "served_model_name": "/workspace/models/Qwen2.5-7B-Instruct",
+    return {"task": task, "port": 8080, "served_model_name": "qwen25-7b",
             "model": "/workspace/models/Qwen2.5-7B-Instruct", **extra}
 
 
