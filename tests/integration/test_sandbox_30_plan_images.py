@@ -33,7 +33,8 @@ def tiny_image(sandbox, tmp_path_factory):
 
 
 def services(image):
-    return {"inferfleet_registry_mirror": "{{ inferfleet_sandbox_mirror }}",
+    # the tiny image alone: no fleet front door on the gateway (its HAProxy image is the demo's vLLM image)
+    return {"inferfleet_registry_mirror": "{{ inferfleet_sandbox_mirror }}", "inferfleet_fleet_front_doors": [],
             "inferfleet_images": dict.fromkeys(("gaudi", "ascend", "nvidia", "cpu"), image),
             "inferfleet_services": [{"name": "llm", "model": "/models/tiny", "model_config": LLM_CONFIG,
                                      "port": 8200, "max_model_len": 1024}]}

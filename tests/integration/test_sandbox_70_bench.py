@@ -57,9 +57,10 @@ def test_every_service_is_benchmarked_and_recorded_with_its_context(benched):
 
 def test_a_rerun_within_tolerance_passes_against_the_previous_run(benched):
     sandbox, first = benched
-    # CPU timings of the same run vary several-fold here (two shared cores): a wide band for this check; the gate
-    # itself is proven by the slowed service below, against the sandbox's own tolerance
-    wide = {"vllm_bench_tolerance": {"output_throughput": 0.9, "p99_ttft_ms": 9.0, "p99_tpot_ms": 9.0}}
+    # CPU timings of the same run vary several-fold here (two shared cores), and the p99 of 20 requests is their
+    # slowest one, which a single scheduler hiccup moves twentyfold: this check judges throughput alone, with a wide
+    # band; the gate itself is proven by the slowed service below, against the sandbox's own tolerance
+    wide = {"vllm_bench_tolerance": {"output_throughput": 0.9}}
     again = up(sandbox.inventory, stages=["bench"], limit="h100-1", extravars=wide)
     assert again.ok, [f.msg for f in again.failures]
     record = record_of(again)
