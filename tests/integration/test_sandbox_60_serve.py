@@ -205,14 +205,17 @@ def test_the_front_door_spreads_requests_over_the_healthy_replicas_and_names_the
     # the instances answer to the model path too, directly
     ascend = address(served, "ascend910b-1")
     assert len(post(f"http://{ascend}:8101/v1/embeddings", {"model": MINILM, "input": "x"})["data"]) == 1
-    # an instance that dies is passed over: no request through the front door fails
-    with Prober(served) as prober:
-        time.sleep(1)
-        assert ssh(served, "ascend910b-1", "docker kill inferfleet-minilm-replicas-1").returncode == 0
-        time.sleep(4)
-    assert len(prober.answers) > 20 and prober.failures == [], prober.failures
-    assert prober.answers[-1] == "ascend910b-1/minilm-replicas-0"
-    result = up(served.inventory, stages=["serve"], limit="ascend910b-1")
+    # a replica stopped (docker stop: its restart policy leaves it down) is passed over: no request through the
+    # front door fails
+    try:
+        with Prober(served) as prober:
+            time.sleep(1)
+            assert ssh(served, "ascend910b-1", "docker stop inferfleet-minilm-replicas-1").returncode == 0
+            time.sleep(4)
+        assert len(prober.answers) > 10 and prober.failures == [], prober.failures
+        assert prober.answers[-1] == "ascend910b-1/minilm-replicas-0"
+    finally:
+        result = up(served.inventory, stages=["serve"], limit="ascend910b-1")
     assert result.ok, result.failures
     assert {embed_through_front_door(served) for _ in range(12)} == replicas
 
