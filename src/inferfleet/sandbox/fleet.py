@@ -7,6 +7,7 @@ recorded in <state>/<name>/state.json (registry process, files), so that `down` 
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import shutil
@@ -51,8 +52,13 @@ HOST_RUN_OPTIONS = dict(
 @dataclass
 class HostSpec:
     name: str
-    profile: str
+    profile: str  # the base profile's name (profiles.PROFILES)
     container: str
+    # a host shaped like another one (profiles.derive): its profile, in place of the base's
+    shape: dict | None = None
+
+    def profile_json(self) -> dict:
+        return self.shape if self.shape is not None else profiles.get_profile(self.profile).to_json()
 
 
 @dataclass
@@ -132,9 +138,12 @@ class Sandbox:
 
     # --- up ---------------------------------------------------------------------------------------------
     def up(self, hosts: int | None = None, profile_names: list[str] | None = None,
-           inventory_dir: Path | None = None, extra_ca: Path | None = None, serving: bool = True) -> list[HostStatus]:
+           inventory_dir: Path | None = None, extra_ca: Path | None = None, serving: bool = True,
+           specs: list[HostSpec] | None = None) -> list[HostStatus]:
+        """Create or update the fleet: `hosts` hosts dealt over `profile_names`, or exactly `specs` (a rehearsal's
+        hosts, named and shaped like another inventory's)."""
         profile_names = list(profile_names or DEFAULT_PROFILES)
-        specs = self.plan_hosts(hosts, profile_names)
+        specs = specs or self.plan_hosts(hosts, profile_names)
         started = time.monotonic()
         ensure_host_packages(self.log)
         ensure_dockerd(self.log)
@@ -242,10 +251,9 @@ class Sandbox:
         return self.state / "hosts" / spec.name
 
     def _ensure_host(self, spec: HostSpec, tag: str, address: str) -> None:
-        profile = profiles.get_profile(spec.profile)
         sim_dir = self._host_dir(spec) / "sim"
         sim_dir.mkdir(parents=True, exist_ok=True)
-        (sim_dir / "profile.json").write_text(json.dumps(profile.to_json(), indent=2))
+        (sim_dir / "profile.json").write_text(json.dumps(spec.profile_json(), indent=2))
         faults = sim_dir / "faults.json"
         if not faults.exists():
             faults.write_text("{}\n")
@@ -254,6 +262,7 @@ class Sandbox:
             container = existing[0]
             same = (container.labels.get("inferfleet.image") == tag
                     and container.labels.get("inferfleet.profile") == spec.profile
+                    and container.labels.get("inferfleet.shape", "") == self._shape_label(spec)
                     and self._address(container) in (address, None))
             if same:
                 if container.status != "running":
@@ -270,7 +279,7 @@ class Sandbox:
             tag, detach=True, name=spec.container, hostname=spec.name, network=self.network_name,
             networking_config={self.network_name: self.client.api.create_endpoint_config(ipv4_address=address)},
             labels=self._labels(**{"inferfleet.host": spec.name, "inferfleet.profile": spec.profile,
-                                   "inferfleet.image": tag}),
+                                   "inferfleet.image": tag, "inferfleet.shape": self._shape_label(spec)}),
             volumes={
                 volume: {"bind": "/var/lib/docker", "mode": "rw"},
                 str(image.SIM_DIR): {"bind": SIM_MOUNT, "mode": "ro"},
@@ -279,6 +288,13 @@ class Sandbox:
             },
             **HOST_RUN_OPTIONS,
         )
+
+    @staticmethod
+    def _shape_label(spec: HostSpec) -> str:
+        """Which shape a host was created with (the sim reads profile.json at boot: another shape, another host)."""
+        if spec.shape is None:
+            return ""
+        return hashlib.sha256(json.dumps(spec.shape, sort_keys=True).encode()).hexdigest()[:12]
 
     def _remove_container(self, container) -> None:
         container.remove(force=True)

@@ -7,7 +7,8 @@ measured on a sandbox host says anything about real hardware.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 
 PLATFORM_BY_PROFILE = {"gaudi2": "gaudi", "ascend910b": "ascend", "h100": "nvidia", "cpu": "cpu"}
 GROUP_BY_PLATFORM = {"gaudi": "gaudi", "ascend": "ascend", "nvidia": "nvidia", "cpu": "cpu"}
@@ -129,3 +130,30 @@ def parse_profiles(text: str) -> list[str]:
     for name in names:
         get_profile(name)
     return names
+
+
+# Device nodes that belong to one card (the others, e.g. davinci_manager or nvidiactl, serve all of a host's cards)
+_PER_CARD_NODE = re.compile(r"^(accel/accel|accel/accel_controlD|davinci|nvidia)(\d+)$")
+BASE_PROFILE_BY_PLATFORM = {platform: name for name, platform in PLATFORM_BY_PROFILE.items()}
+
+
+def derive(platform: str, model: str | None = None, count: int | None = None,
+           memory_gib: float | None = None) -> Profile:
+    """A SIMULATED host shaped like a declared (or discovered) one: the platform's base profile with the card
+    model, card count and card memory of that host. Figures the declaration does not give stay the base's."""
+    base = PROFILES[BASE_PROFILE_BY_PLATFORM[platform]]
+    if platform == "cpu":
+        return base
+    count = len(base.devices) if count is None else int(count)
+    if not 1 <= count <= len(base.devices):
+        raise ValueError(f"the sandbox simulates 1 to {len(base.devices)} {platform} cards per host, not {count}")
+    memory_gib = base.memory_gib if memory_gib is None else memory_gib
+    # the base's exact MiB where the declared GiB is the base's (an H100 reports 81559 MiB, "80 GiB")
+    memory_mib = (base.devices[0].memory_mib if round(memory_gib) == base.memory_gib
+                  else int(round(float(memory_gib) * 1024)))
+    devices = tuple(replace(device, memory_mib=memory_mib,
+                            numa_node=0 if device.index < max(count // 2, 1) else 1)
+                    for device in base.devices[:count])
+    nodes = tuple(node for node in base.device_nodes
+                  if not (m := _PER_CARD_NODE.match(node)) or int(m.group(2)) < count)
+    return replace(base, model=model or base.model, memory_gib=memory_gib, devices=devices, device_nodes=nodes)
