@@ -726,8 +726,9 @@ def pick_cards(free: list[int], wanted: int, tp: int, cards: Cards) -> list[int]
     if wanted > len(free) or wanted % tp:
         return None
     if cards.platform == "gaudi" and tp in gaudi_groups() and tp != cards.count:
-        groups = [sorted(cards.index_of_module(m) for m in g) for g in gaudi_groups()[tp]]
-        usable = [g for g in reversed(groups) if all(i is not None and i in free for i in g)]
+        # a group with a card preflight did not find (index None) is no group to pick
+        groups = [[cards.index_of_module(m) for m in g] for g in gaudi_groups()[tp]]
+        usable = [sorted(g) for g in reversed(groups) if all(i is not None and i in free for i in g)]
         if len(usable) * tp < wanted:
             return None
         by_node: dict = {}

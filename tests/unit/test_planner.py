@@ -110,6 +110,16 @@ def test_a_held_card_is_refused_with_its_holder():
     assert (inst["env"]["HABANA_VISIBLE_DEVICES"], inst["env"]["HABANA_VISIBLE_MODULES"]) == ("1,3,5,6", "4,5,6,7")
 
 
+def test_a_missing_card_leaves_its_module_group_out_of_the_choice():
+    # card 7 (module 1) is gone: the group {0,1,2,3} cannot be picked, {4,5,6,7} (cards 1, 3, 5, 6) still can
+    discovered = {"count": 7, "memory_total_mib": 98304, "devices": [
+        {"index": i, "module_id": (2, 6, 3, 7, 0, 4, 5, 1)[i], "held": False, "processes": []} for i in range(7)]}
+    plan = plan_one([llm(devices=None, device_count=4)], discovered=discovered)
+    assert plan.hosts["h1"].instances[0]["devices"] == [1, 3, 5, 6], plan.errors
+    taken = plan_one([llm(devices=None, device_count=8, tensor_parallel_size=4)], discovered=discovered)
+    assert issues(taken) == [("h1", "llm", "device_count")]
+
+
 def test_explicit_cards_are_reserved_before_device_count_picks():
     plan = plan_one([{"name": "e", "model": "/m/e", "task": "embed", "port": 8100},
                      llm(devices=[0, 1, 2, 3])])
