@@ -574,6 +574,35 @@ def cmd_sandbox_fault(args) -> int:
     return 0
 
 
+def cmd_rehearse(args) -> int:
+    """The inventory's own plan, run by site.yml on a sandbox shaped like it (SIMULATED cards)."""
+    from .rehearse import DEFAULT_REGISTRY_PORT, Refused, rehearse
+
+    try:
+        runner.vault_options(args.vault_id, args.vault_password_file)
+        report = rehearse(args.inventory, limit=args.limit, stages=_split(args.stages), sample=args.sample,
+                          faults=args.fault, keep=args.keep, name=args.name,
+                          registry_port=args.registry_port or DEFAULT_REGISTRY_PORT,
+                          state_root=Path(args.state_dir) if args.state_dir else None,
+                          junit=Path(args.junit) if args.junit else None,
+                          log=(lambda line: print(line, file=sys.stderr)) if args.json else print,
+                          on_result=None if args.json else print_result,
+                          vault_ids=args.vault_id, vault_password_files=args.vault_password_file,
+                          secrets=_secrets(args))
+    except Refused as err:
+        print(err, file=sys.stderr)
+        print("rehearsal not started: the inventory is refused as `inferfleet up` would refuse it", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        return _report(err)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print("\n".join(report.summary()))
+        print(f"report: {report.directory} (junit.xml, report.json, substitutions.json, plan-diff.txt)")
+    return 0 if report.ok else 1
+
+
 def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -688,6 +717,22 @@ def build_parser() -> argparse.ArgumentParser:
     # a dest of its own: the subparser's default would overwrite `runs --json show ID`
     show.add_argument("--json", action="store_true", dest="show_json", help="one JSON document: record and path")
     runs_.set_defaults(func=cmd_runs)
+
+    reh = sub.add_parser("rehearse", help="run an inventory's own plan on a sandbox shaped like it (SIMULATED cards)")
+    _playbook_options(reh)
+    reh.add_argument("--stages", help="comma-separated stages to run (default: all)")
+    reh.add_argument("--sample", type=int, metavar="N", help="rehearse N hosts of each group (default: every host)")
+    reh.add_argument("--fault", action="append", default=[], metavar="HOST:KIND[:VALUE]",
+                     help="make a rehearsed host fail: card_held:CARD, card_missing:CARD, slow_link:CARD:FACTOR, "
+                          "port_down:CARD:PORT, daemon_json_invalid, host_lost[:STAGE] (repeatable)")
+    reh.add_argument("--keep", action="store_true", help="leave the rehearsal's sandbox up (the next run reuses it)")
+    reh.add_argument("--junit", metavar="FILE", help="also write the JUnit XML report to FILE")
+    reh.add_argument("--json", action="store_true", help="print one JSON document (the report)")
+    reh.add_argument("--name", default="rehearse", help="the rehearsal sandbox's name")
+    reh.add_argument("--registry-port", type=int, help="its registry's port (the mirror and hub take the next two; "
+                                                       "default 5030)")
+    reh.add_argument("--state-dir", help="where its keys, registry and reports live (default: <project>/.sandbox)")
+    reh.set_defaults(func=cmd_rehearse)
 
     sandbox = sub.add_parser("sandbox", help="the local test fleet with SIMULATED accelerators")
     sandbox.add_argument("--name", default="inferfleet", help="sandbox name (several can coexist)")

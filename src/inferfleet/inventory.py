@@ -32,9 +32,10 @@ def _ansible_settings() -> None:
     os.environ["ANSIBLE_INVENTORY_UNPARSED_FAILED"] = "true"
 
 
-def load_hosts(inventory: str | Path, facts_dir: Path | None = None,
-               limit: str | None = None) -> tuple[list[HostInput], list[Problem]]:
-    """The hosts of an inventory with their inferfleet variables, or the problems that stop reading it."""
+def load_hosts(inventory: str | Path, facts_dir: Path | None = None, limit: str | None = None,
+               extra_vars: dict | None = None) -> tuple[list[HostInput], list[Problem]]:
+    """The hosts of an inventory with their inferfleet variables, or the problems that stop reading it.
+    `extra_vars` win over the inventory's, as ansible-playbook -e does."""
     source = str(inventory)
     path = Path(inventory)
     if not path.exists():
@@ -69,7 +70,7 @@ def load_hosts(inventory: str | Path, facts_dir: Path | None = None,
     hosts, problems = [], []
     for host in manager.get_hosts():
         try:
-            hv = variables.get_vars(host=host, include_hostvars=False)
+            hv = {**variables.get_vars(host=host, include_hostvars=False), **_trusted(extra_vars or {})}
         except AnsibleError as err:
             problems.append(_parse_problem(source, path, err))
             continue
@@ -79,6 +80,18 @@ def load_hosts(inventory: str | Path, facts_dir: Path | None = None,
         hosts.append(HostInput(host.name, plain, tuple(g.name for g in host.get_groups()), discovered, base_dir))
     # one broken vars file is reported once, not once per host reading it
     return hosts, list(dict.fromkeys(problems))
+
+
+def _trusted(value):
+    """Extra variables as ansible-playbook -e takes them: their templates are rendered (Ansible renders only
+    strings it trusts, those of inventory files and of the command line)."""
+    from ansible.template import trust_as_template
+
+    if isinstance(value, dict):
+        return {k: _trusted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trusted(v) for v in value]
+    return trust_as_template(value) if isinstance(value, str) else value
 
 
 def templated_settings(host: str, hv: dict, templar) -> tuple[dict, list[Problem]]:
@@ -202,11 +215,12 @@ def plain_value(value):
     return value
 
 
-def plan_inventory(inventory: str | Path, limit: str | None = None, facts_dir: Path | None = None):
+def plan_inventory(inventory: str | Path, limit: str | None = None, facts_dir: Path | None = None,
+                   extra_vars: dict | None = None):
     """The plan of an inventory as `inferfleet plan` shows it: the inventory's own problems, then the planner's."""
     from .planner import Plan, plan_hosts
 
-    hosts, problems = load_hosts(inventory, facts_dir, limit)
+    hosts, problems = load_hosts(inventory, facts_dir, limit, extra_vars)
     if problems:
         return Plan(errors=problems)
     return plan_hosts(hosts)

@@ -495,14 +495,16 @@ def plan_fabric_step(host: HostInput, cards: Cards, findings: Findings) -> dict:
 def controller_model_dir(host: HostInput, model: str) -> Path | None:
     """The controller's copy of a model the host's inferfleet_models names a source for: the fleet cache's (after
     the models stage or `inferfleet models pull`), or its file:// directory. Its config.json and safetensors are
-    what the planner then computes with."""
-    value = (host.vars.get("inferfleet_models") or {}).get(model) if isinstance(
-        host.vars.get("inferfleet_models"), dict) else None
+    what the planner then computes with. In a rehearsal (inferfleet rehearse), production's catalogue and cache:
+    the rehearsal's hold stand-ins, and the plan is production's."""
+    settings = {**host.vars, **(host.vars.get("inferfleet_rehearsal_planning") or {})}
+    value = (settings.get("inferfleet_models") or {}).get(model) if isinstance(
+        settings.get("inferfleet_models"), dict) else None
     if value is None:
         return None
     from . import models
 
-    cache = host.vars.get("inferfleet_model_cache_dir")
+    cache = settings.get("inferfleet_model_cache_dir")
     return models.controller_copy(value, Path(cache) if cache else models.default_cache())
 
 

@@ -48,6 +48,7 @@ class TaskResult:
     status: str  # ok, changed, failed, unreachable, skipped
     msg: str = ""
     data: dict = field(default_factory=dict)
+    play: str = ""  # the play's name (each stage's playbook names its plays)
 
 
 @dataclass
@@ -214,12 +215,14 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
                  verbosity: int = 0, run_dir: Path | None = None, command: str | None = None,
                  vault_ids: list[str] | None = None, vault_password_files: list[str] | None = None,
                  secrets: Secrets | None = None,
-                 on_output: Callable[[str], None] | None = None) -> RunResult:
+                 on_output: Callable[[str], None] | None = None,
+                 fact_cache: Path | None = None) -> RunResult:
     """Run `playbook` of the project against `inventory`; stream results to the callbacks as they come.
 
     The run is recorded in `run_dir` (default: a new one under runs.runs_root(), see runs.py); ansible-runner keeps
     its artifacts there and the playbook gets its path as `inferfleet_run_dir`. `on_output` receives Ansible's
     other output (what -v adds). `secrets` answer the prompts that --ask-vault-pass/-K/--vault-id X@prompt raise.
+    `fact_cache`: another fact cache than the project's (a rehearsal keeps its simulated hosts' facts apart).
     """
     import ansible_runner
 
@@ -251,7 +254,8 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
                 msg = res.get("msg", "") or ""
                 msg = "\n".join(map(str, msg)) if isinstance(msg, list) else str(msg)
                 result = TaskResult(host=data.get("host", "?"), task=data.get("task", ""), status=status,
-                                    msg=_message(res) if status in ("failed", "unreachable") else msg, data=res)
+                                    msg=_message(res) if status in ("failed", "unreachable") else msg, data=res,
+                                    play=data.get("play", ""))
                 results.append(result)
                 if on_result:
                     on_result(result)
@@ -281,7 +285,7 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
             envvars=envvars,
             # runner would keep facts in its artifacts; keep them where ansible.cfg does, so
             # `inferfleet plan` reads the cards preflight discovered
-            fact_cache=str(project / ".cache" / "facts"), fact_cache_type="jsonfile",
+            fact_cache=str(fact_cache or project / ".cache" / "facts"), fact_cache_type="jsonfile",
             event_handler=handle, quiet=True, verbosity=verbosity,
             settings={"suppress_ansible_output": True},
         )

@@ -349,6 +349,14 @@ class RegistryCredential(Strict):
     password: StrictStr = Field(..., min_length=1)
 
 
+class RehearsalPlanning(Strict):
+    """Production's model settings, for the planner of a rehearsal."""
+
+    inferfleet_models: dict[StrictStr, Any] = setting({}, "Production's inferfleet_models.", {})
+    inferfleet_model_cache_dir: AbsolutePath | None = setting(None, "Production's fleet cache of models.",
+                                                              "/srv/inferfleet/models")
+
+
 class Inventory(Strict):
     """inferfleet_*: what the host is and what it serves."""
 
@@ -451,6 +459,14 @@ class Inventory(Strict):
                                                           "http://172.30.0.1:5000")
     inferfleet_sandbox_registry: StrictStr | None = setting(None, "The sandbox registry's HOST:PORT (sandbox only).",
                                                             "172.30.0.1:5000")
+    # passed by `inferfleet rehearse` as an extra variable
+    inferfleet_rehearsal_addresses: dict[StrictStr, StrictStr] | None = setting(
+        None, "Each host's SIMULATED stand-in during a rehearsal (inferfleet rehearse sets it; ansible_host follows).",
+        {"gaudi2-node01": "10.213.1.10"})
+    inferfleet_rehearsal_planning: RehearsalPlanning | None = setting(
+        None, "What the planner reads in a rehearsal in place of the rehearsal's model settings, whose models are "
+              "stand-ins: production's (inferfleet rehearse sets it).",
+        {"inferfleet_models": {}, "inferfleet_model_cache_dir": "/srv/inferfleet/.cache/model-cache"})
 
 
 class Preflight(Strict):

@@ -131,3 +131,55 @@ def make_models(client, tag: str, directory: Path, log=print) -> Path:
     log(output.decode(errors="replace").strip().splitlines()[-1])
     marker.touch()
     return directory
+
+
+def make_embed_stand_in(client, tag: str, directory: Path, width: int, log=print) -> Path:
+    """A stand-in embedding model `width` wide in `directory` (beside make_models' own), made once."""
+    target = directory.resolve() / f"tiny-embed-{width}"
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    log(f"making a {width}-wide stand-in embedding model in {target}")
+    client.containers.run(tag, ["python", "/build/make_models.py", "/models", "--embed-width", str(width)],
+                          remove=True, environment={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                          volumes={str(directory.resolve()): {"bind": "/models", "mode": "rw"},
+                                   str(HERE): {"bind": "/build", "mode": "ro"}})
+    marker.touch()
+    return target
+
+
+# What vLLM's CPU build needs to run the stand-in models in a rehearsal, where the plan's environment is the
+# production one (inventories/sandbox/group_vars/all/serving.yml sets the same for the sandbox's own services)
+REHEARSAL_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                 "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+def rehearsal_image(client, tag: str, registry_port: int, log=print) -> str:
+    """The sandbox image with `vllm` wrapped by vllm/rehearsal_vllm.py (the real one kept as vllm.real), built once
+    per image and wrapper and pushed to the sandbox registry; returns its name there (localhost side)."""
+    shim = (HERE / "rehearsal_vllm.py").read_bytes()
+    digest = hashlib.sha256(shim + tag.encode() + repr(sorted(REHEARSAL_ENV.items())).encode()).hexdigest()[:12]
+    local = f"{REPOSITORY}-rehearsal:{VLLM_VERSION}-{digest}"
+    if not client.images.list(name=local):
+        log(f"building {local} (vLLM CPU with the rehearsal's flag wrapper)")
+        container = client.containers.run(
+            tag, ["sh", "-c", "mv /opt/vllm/bin/vllm /opt/vllm/bin/vllm.real && "
+                              "install -m 0755 /build/rehearsal_vllm.py /opt/vllm/bin/vllm && "
+                              "sed -i '1i #!/opt/vllm/bin/python' /opt/vllm/bin/vllm"],
+            detach=True, volumes={str(HERE): {"bind": "/build", "mode": "ro"}})
+        try:
+            status = container.wait()
+            if status.get("StatusCode") != 0:
+                raise RuntimeError(f"rehearsal image build failed:\n{container.logs(tail=20).decode(errors='replace')}")
+            container.commit(repository=local.split(":")[0], tag=local.split(":")[1],
+                             changes=[*(f"ENV {key}={value}" for key, value in REHEARSAL_ENV.items()),
+                                      'CMD ["vllm", "--help"]'])
+        finally:
+            container.remove(force=True)
+    name = f"127.0.0.1:{registry_port}/inferfleet/vllm-cpu-rehearsal:{VLLM_VERSION}"
+    client.images.get(local).tag(name)
+    log(f"pushing {name}")
+    for line in client.images.push(name, stream=True, decode=True):
+        if line.get("error"):
+            raise RuntimeError(f"push of {name} failed: {line['error']}")
+    return name
