@@ -53,8 +53,9 @@ BENCH_SIZES = {"vllm_bench_input_len": 32, "vllm_bench_output_len": 16, "vllm_be
                "vllm_bench_concurrency": [2], "vllm_bench_warmups": 4, "vllm_bench_parallel_hosts": 1,
                "vllm_bench_prefix": {"groups": 2, "prompts_per_group": 5, "prefix_len": 64, "suffix_len": 16,
                                      "seed": 42},
-               # what CPU stand-ins sharing a few cores vary by from one run to the next (cards vary far less)
-               "vllm_bench_tolerance": {"output_throughput": 0.5, "p99_ttft_ms": 1.5, "p99_tpot_ms": 1.5}}
+               # the CPU stand-ins share a few cores: the p99 of 20 requests varies 4x from one run to the next
+               # (24 -> 101 ms measured), so only a collapse of throughput fails a rehearsal's gate
+               "vllm_bench_tolerance": {"output_throughput": 0.9}}
 
 
 @dataclass
