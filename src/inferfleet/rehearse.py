@@ -7,7 +7,7 @@ prints and saves (`substitutions`). The plan of the rehearsal is compared with t
 must be a declared substitution (`plan_differences`).
 
 Nothing here reaches a production host, and nothing of a rehearsal lands where production runs keep theirs: the
-rehearsal has its own state directory (inventory copy, fact cache, model cache, results, runs).
+rehearsal has its own state directory (fact cache, model cache, results, runs).
 """
 
 from __future__ import annotations
@@ -239,8 +239,8 @@ def substitutions(hosts: list, stand_in_version: str, image: str, registry: str,
                              "the stand-in's context, float32, eager), each change printed on the container log",
                              "the cards are SIMULATED; the plan (cards, ports, memory, KV) stays production's"))
     # fabric: the SIMULATED collective tests, built from the sandbox's stand-in sources
-    extra.update({"fabric_source": {"path": "{{ inferfleet_sandbox_fabric_dir }}"},
-                  "fabric_volumes": ["/etc/inferfleet-sim:/etc/inferfleet-sim:ro"],
+    # (fabric_source, the stand-ins' directory, is set by rehearse(), which knows where the sandbox keeps them)
+    extra.update({"fabric_volumes": ["/etc/inferfleet-sim:/etc/inferfleet-sim:ro"],
                   "fabric_mpi_home": "/fabric/build/sim-mpi", "fabric_image": image})
     rows.append(Substitution("collective tests", "hccl_demo / hccl_test / nccl-tests from their sources",
                              "SIMULATED stand-ins printing the real tools' formats",

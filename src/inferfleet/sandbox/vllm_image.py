@@ -104,9 +104,9 @@ def build(client, cache_dir: Path, log=print) -> str:
     return tag
 
 
-def push(client, tag: str, registry_port: int, log=print) -> str:
-    """Push the image to the sandbox registry; returns its name there (localhost side)."""
-    name = f"127.0.0.1:{registry_port}/inferfleet/vllm-cpu:{VLLM_VERSION}"
+def push(client, tag: str, registry_port: int, log=print, repository: str = "inferfleet/vllm-cpu") -> str:
+    """Push the image to the sandbox registry as `repository`; returns its name there (localhost side)."""
+    name = f"127.0.0.1:{registry_port}/{repository}:{VLLM_VERSION}"
     client.images.get(tag).tag(name)
     log(f"pushing {name}")
     for line in client.images.push(name, stream=True, decode=True):
@@ -176,10 +176,4 @@ def rehearsal_image(client, tag: str, registry_port: int, log=print) -> str:
                                       'CMD ["vllm", "--help"]'])
         finally:
             container.remove(force=True)
-    name = f"127.0.0.1:{registry_port}/inferfleet/vllm-cpu-rehearsal:{VLLM_VERSION}"
-    client.images.get(local).tag(name)
-    log(f"pushing {name}")
-    for line in client.images.push(name, stream=True, decode=True):
-        if line.get("error"):
-            raise RuntimeError(f"push of {name} failed: {line['error']}")
-    return name
+    return push(client, local, registry_port, log, repository="inferfleet/vllm-cpu-rehearsal")
