@@ -38,7 +38,7 @@ sandbox-down: venv
 test: lint unit integration  ## Lint, unit and integration tests
 
 lint: venv
-	$(BIN)/ruff check src tests library module_utils plugins benchmarks
+	$(BIN)/ruff check src tests plugins benchmarks
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --offline -q
 

@@ -1,1 +1,1 @@
-import helpers  # noqa: F401  (registers ansible.module_utils.accel_parsers for the module tests)
+import helpers  # noqa: F401  (puts the collection inferfleet.fleet on sys.path for the module tests)

@@ -14,13 +14,15 @@ def _load(name: str, path: Path):
     return module
 
 
-# Modules in library/ import their helpers as ansible.module_utils.<name>, as Ansible ships them to hosts.
-accel_parsers = _load("ansible.module_utils.accel_parsers", ROOT / "module_utils" / "accel_parsers.py")
-fabric_parsers = _load("ansible.module_utils.fabric_parsers", ROOT / "module_utils" / "fabric_parsers.py")
+# The checkout is the collection inferfleet.fleet: .collections/ansible_collections/inferfleet/fleet links to it, so
+# the modules' imports (ansible_collections.inferfleet.fleet.plugins.module_utils.<name>) resolve as on a host.
+COLLECTIONS = ROOT / ".collections"
+sys.path.insert(0, str(COLLECTIONS))
+from ansible_collections.inferfleet.fleet.plugins.module_utils import accel_parsers, fabric_parsers  # noqa: E402, F401
 
 
 def run_module(path: Path, args: dict, check: bool = False, bin_dirs: tuple = ()) -> dict:
-    """Run an Ansible module from library/ as Ansible would (a JSON args file), return its JSON result.
+    """Run an Ansible module of plugins/modules/ as Ansible would (a JSON args file), return its JSON result.
     bin_dirs: directories put first on PATH (stand-ins for the tools the module runs)."""
     import json
     import subprocess
@@ -31,7 +33,7 @@ def run_module(path: Path, args: dict, check: bool = False, bin_dirs: tuple = ()
         json.dump(payload, handle)
     try:
         proc = subprocess.run([sys.executable, str(path), handle.name], capture_output=True, text=True,
-                              env={"PYTHONPATH": str(ROOT / "module_utils"),
+                              env={"PYTHONPATH": str(COLLECTIONS),
                                    "PATH": ":".join([*map(str, bin_dirs), "/usr/bin:/bin"])})
     finally:
         Path(handle.name).unlink()
@@ -45,4 +47,4 @@ def run_module(path: Path, args: dict, check: bool = False, bin_dirs: tuple = ()
 
 
 def load_library_module(name: str):
-    return _load(f"inferfleet_library_{name}", ROOT / "library" / f"{name}.py")
+    return _load(f"inferfleet_library_{name}", ROOT / "plugins" / "modules" / f"{name}.py")

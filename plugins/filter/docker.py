@@ -49,9 +49,9 @@ def inferfleet_image_builds(builds, images, mirror=""):
 
 class FilterModule:
     def filters(self):
-        return {"inferfleet_daemon_settings": inferfleet_daemon_settings,
-                "inferfleet_merge_daemon_json": inferfleet_merge_daemon_json,
-                "inferfleet_check_docker_info": inferfleet_check_docker_info,
-                "inferfleet_image_sources": inferfleet_image_sources,
-                "inferfleet_image_builds": inferfleet_image_builds,
-                "inferfleet_build_keys": inferfleet_build_keys}
+        return {"daemon_settings": inferfleet_daemon_settings,
+                "merge_daemon_json": inferfleet_merge_daemon_json,
+                "check_docker_info": inferfleet_check_docker_info,
+                "image_sources": inferfleet_image_sources,
+                "image_builds": inferfleet_image_builds,
+                "build_keys": inferfleet_build_keys}

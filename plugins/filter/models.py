@@ -53,5 +53,5 @@ def inferfleet_model_no_room(states):
 
 class FilterModule:
     def filters(self):
-        return {"inferfleet_model_item": inferfleet_model_item, "inferfleet_model_lines": inferfleet_model_lines,
-                "inferfleet_model_no_room": inferfleet_model_no_room}
+        return {"model_item": inferfleet_model_item, "model_lines": inferfleet_model_lines,
+                "model_no_room": inferfleet_model_no_room}

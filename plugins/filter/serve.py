@@ -224,13 +224,13 @@ def inferfleet_prometheus_config(hostvars, hosts, path, inventory_hosts):
 
 class FilterModule:
     def filters(self):
-        return {"inferfleet_endpoint_line": inferfleet_endpoint_line,
-                "inferfleet_front_door_line": inferfleet_front_door_line,
-                "inferfleet_front_door_rows": inferfleet_front_door_rows,
-                "inferfleet_prometheus_path": inferfleet_prometheus_path,
-                "inferfleet_complete_front_door": inferfleet_complete_front_door,
-                "inferfleet_effective_config": inferfleet_effective_config,
-                "inferfleet_prometheus_config": inferfleet_prometheus_config,
-                "inferfleet_status_probe": inferfleet_status_probe,
-                "inferfleet_status_rows": inferfleet_status_rows,
-                "inferfleet_status_line": inferfleet_status_line}
+        return {"endpoint_line": inferfleet_endpoint_line,
+                "front_door_line": inferfleet_front_door_line,
+                "front_door_rows": inferfleet_front_door_rows,
+                "prometheus_path": inferfleet_prometheus_path,
+                "complete_front_door": inferfleet_complete_front_door,
+                "effective_config": inferfleet_effective_config,
+                "prometheus_config": inferfleet_prometheus_config,
+                "status_probe": inferfleet_status_probe,
+                "status_rows": inferfleet_status_rows,
+                "status_line": inferfleet_status_line}

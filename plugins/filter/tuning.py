@@ -31,4 +31,4 @@ def inferfleet_render_rows(rows):
 
 class FilterModule:
     def filters(self):
-        return {"inferfleet_tuning_rows": inferfleet_tuning_rows, "inferfleet_render_rows": inferfleet_render_rows}
+        return {"tuning_rows": inferfleet_tuning_rows, "render_rows": inferfleet_render_rows}

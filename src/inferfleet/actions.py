@@ -1,5 +1,5 @@
-"""What the controller-side action plugins of the stages share (plugins/action/inferfleet_fabric.py,
-inferfleet_bench.py): one task with a `mode`, dispatched to a method; values read plainly; where a run keeps its
+"""What the controller-side action plugins of the stages share (plugins/action/fabric.py,
+bench.py): one task with a `mode`, dispatched to a method; values read plainly; where a run keeps its
 results. The stages' logic stays in their own modules (inferfleet.fabric, inferfleet.bench)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from .paths import project_dir
+from .paths import cache_dir
 
 
 def plain(value):
@@ -45,4 +45,4 @@ class ModeAction(ActionBase):
     @staticmethod
     def results_dir(task_vars) -> Path:
         """Where the controller keeps measured results: inferfleet_results_dir, else <project>/.cache/results."""
-        return Path(task_vars.get("inferfleet_results_dir") or project_dir() / ".cache" / "results")
+        return Path(task_vars.get("inferfleet_results_dir") or cache_dir() / "results")

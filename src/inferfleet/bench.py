@@ -1,7 +1,7 @@
 """Stage bench: vLLM's own benchmark client (`vllm bench serve`) against every service of the plan, its results kept
 with their context, a regression gate against a baseline, the knee of a concurrency sweep, and a report.
 
-Pure functions (the role's action plugin, plugins/action/inferfleet_bench.py, and `inferfleet bench` call them):
+Pure functions (the role's action plugin, plugins/action/bench.py, and `inferfleet bench` call them):
 `client_argv` writes the client's command for a service, `summarize` reads its JSON result, `knee` and `gate`
 decide, `render_report` draws the HTML report. `parse_summary` reads the summary the client prints, for logs of
 runs made by hand. The formats: tests/fixtures/bench/NOTES.md (the client's source and recorded runs).

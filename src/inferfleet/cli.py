@@ -291,9 +291,9 @@ def render_plan(plan) -> list[str]:
 
 def cmd_plan(args) -> int:
     from .inventory import plan_inventory
-    from .paths import project_dir
+    from .paths import cache_dir
 
-    facts_dir = Path(args.facts_dir) if args.facts_dir else project_dir() / ".cache" / "facts"
+    facts_dir = Path(args.facts_dir) if args.facts_dir else cache_dir() / "facts"
     plan = plan_inventory(args.inventory, limit=args.limit, facts_dir=facts_dir if facts_dir.is_dir() else None)
     document = plan.to_dict()
     if args.json:
@@ -385,9 +385,9 @@ def cmd_bench_run(args) -> int:
 
 
 def _bench_records() -> list[Path]:
-    from .paths import project_dir
+    from .paths import cache_dir
 
-    root = Path(os.environ.get("INFERFLEET_RESULTS_DIR") or project_dir() / ".cache" / "results") / "bench"
+    root = Path(os.environ.get("INFERFLEET_RESULTS_DIR") or cache_dir() / "results") / "bench"
     return sorted(root.glob("*/record.json"), reverse=True)
 
 

@@ -2,7 +2,7 @@
 
 Pure functions, offline. The planner calls `plan_fabric` for every host (so bad fabric settings are refused with
 the rest of the plan, and the images stage pulls the test image with the serving ones); the fabric role's
-action plugin (plugins/action/inferfleet_fabric.py) calls `resolve_group`, `container_command`, `parse_output`
+action plugin (plugins/action/fabric.py) calls `resolve_group`, `container_command`, `parse_output`
 and `judge` at run time.
 
 The tools and their output formats: HabanaAI/hccl_demo, CANN's hccl_test and NVIDIA/nccl-tests. Every format

@@ -436,6 +436,6 @@ def human_bytes(size: int) -> str:
 
 
 def default_cache() -> Path:
-    from .paths import project_dir
+    from .paths import cache_dir
 
-    return project_dir() / ".cache" / "model-cache"
+    return cache_dir() / "model-cache"

@@ -9,7 +9,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def project_dir() -> Path:
-    """The directory holding site.yml: $INFERFLEET_PROJECT, else the nearest one above cwd or this package."""
+    """The directory holding site.yml: $INFERFLEET_PROJECT, else the nearest checkout above cwd or this package, else
+    the installed collection inferfleet.fleet (`ansible-galaxy collection install`, an execution environment)."""
     env = os.environ.get("INFERFLEET_PROJECT")
     if env:
         path = Path(env).resolve()
@@ -20,9 +21,49 @@ def project_dir() -> Path:
         for candidate in (start, *start.parents):
             if (candidate / "site.yml").is_file() and (candidate / "playbooks").is_dir():
                 return candidate
+    collection = installed_collection()
+    if collection:
+        return collection
     raise FileNotFoundError(
-        "cannot find the inferfleet project (site.yml): run from a checkout or set INFERFLEET_PROJECT"
+        "cannot find the inferfleet project (site.yml): run from a checkout, install the collection inferfleet.fleet "
+        "or set INFERFLEET_PROJECT"
     )
+
+
+def installed_collection() -> Path | None:
+    """The collection inferfleet.fleet as Ansible finds it: through its collection loader inside an Ansible process,
+    else on ANSIBLE_COLLECTIONS_PATH, the default collection paths and sys.path."""
+    import importlib.util
+    import sys
+
+    try:
+        spec = importlib.util.find_spec("ansible_collections.inferfleet.fleet")
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "site.yml").is_file():
+            return Path(location).resolve()
+    paths = os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(os.pathsep)
+    paths += [str(Path.home() / ".ansible" / "collections"), "/usr/share/ansible/collections", *sys.path]
+    for entry in filter(None, paths):
+        candidate = Path(entry).expanduser()
+        if candidate.name != "ansible_collections":
+            candidate = candidate / "ansible_collections"
+        if (candidate / "inferfleet" / "fleet" / "site.yml").is_file():
+            return (candidate / "inferfleet" / "fleet").resolve()
+    return None
+
+
+def cache_dir() -> Path:
+    """Results, runs, facts and the model cache: $INFERFLEET_CACHE, else <project>/.cache in a checkout, else .cache
+    in the working directory (an installed collection's own directory is no place for a fleet's state)."""
+    env = os.environ.get("INFERFLEET_CACHE")
+    if env:
+        return Path(env).expanduser().resolve()
+    project = project_dir()
+    if "ansible_collections" in project.parts:
+        return Path.cwd().resolve() / ".cache"
+    return project / ".cache"
 
 
 def state_dir() -> Path:

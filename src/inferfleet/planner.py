@@ -2,7 +2,7 @@
 containers the serve stage will run, or the reasons it cannot.
 
 One source of truth: `inferfleet plan` prints it, preflight saves it in the run directory, and the later stages
-apply that saved plan (plugins/action/inferfleet_plan.py). Offline and pure: no host is contacted.
+apply that saved plan (plugins/action/plan.py). Offline and pure: no host is contacted.
 
 The steps, each a function of its own: settings (the schema) -> parse each service -> allocate cards ->
 assign ports -> size memory -> emit containers.

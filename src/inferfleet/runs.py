@@ -15,7 +15,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .paths import project_dir
+from .paths import cache_dir
 
 RECORD = "run.json"
 LOG = "log.txt"
@@ -29,7 +29,7 @@ REDACTED = "<redacted>"
 def runs_root() -> Path:
     """$INFERFLEET_RUNS_DIR, else <project>/.cache/runs."""
     env = os.environ.get("INFERFLEET_RUNS_DIR")
-    return Path(env).expanduser().resolve() if env else project_dir() / ".cache" / "runs"
+    return Path(env).expanduser().resolve() if env else cache_dir() / "runs"
 
 
 def keep_count() -> int:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import helpers
 
-spec = importlib.util.spec_from_file_location("accel_facts", helpers.ROOT / "library" / "accel_facts.py")
+spec = importlib.util.spec_from_file_location("accel_facts", helpers.ROOT / "plugins" / "modules" / "accel_facts.py")
 accel_facts = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(accel_facts)
 

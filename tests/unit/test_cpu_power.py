@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, load_library_module, run_module
 
-MODULE = ROOT / "library" / "cpu_power.py"
+MODULE = ROOT / "plugins" / "modules" / "cpu_power.py"
 cpu_power = load_library_module("cpu_power")
 
 SAPPHIRE_RAPIDS = ["POLL", "C1", "C1E", "C6"]

@@ -5,7 +5,7 @@ import shutil
 import pytest
 from helpers import FIXTURES, ROOT, load_library_module, run_module
 
-MODULE = ROOT / "library" / "kernel_cmdline.py"
+MODULE = ROOT / "plugins" / "modules" / "kernel_cmdline.py"
 kc = load_library_module("kernel_cmdline")
 GRUB = FIXTURES / "grub"
 SEED_004 = {"cpufreq.default_governor": "performance", "intel_idle.max_cstate": 0}

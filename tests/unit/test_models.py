@@ -273,7 +273,7 @@ def test_the_module_in_check_mode_reports_the_placement_and_changes_nothing(tmp_
     source.mkdir()
     (source / "config.json").write_text("{}")
     path = tmp_path / "models" / "m"
-    result = run_module(ROOT / "library" / "model_files.py",
+    result = run_module(ROOT / "plugins" / "modules" / "model_files.py",
                         {"path": str(path), "manifest": manifest_of(source), "state": "present"}, check=True)
     assert result["changed"] is True and result["status"] == "absent" and "diff" in result
     assert not path.exists() and not (tmp_path / "models").exists()

@@ -1,4 +1,4 @@
-"""The saved plan through the real action plugin (plugins/action/inferfleet_plan.py) under ansible-playbook, on
+"""The saved plan through the real action plugin (plugins/action/plan.py) under ansible-playbook, on
 hosts that are never contacted (the plugin runs on the controller): saved once per run, collected into one
 file, loaded by later stages as saved, and a plan saved earlier applied only while its inputs are unchanged."""
 
@@ -16,9 +16,9 @@ from inferfleet.planner import fleet_document
 
 PLAYBOOK = [{
     "hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "Save", "inferfleet_plan": {"mode": "save"}},
-        {"name": "Collect", "inferfleet_plan": {"mode": "collect"}, "run_once": True},
-        {"name": "Load", "inferfleet_plan": {"mode": "load"}, "register": "loaded"},
+        {"name": "Save", "inferfleet.fleet.plan": {"mode": "save"}},
+        {"name": "Collect", "inferfleet.fleet.plan": {"mode": "collect"}, "run_once": True},
+        {"name": "Load", "inferfleet.fleet.plan": {"mode": "load"}, "register": "loaded"},
         {"name": "Show", "ansible.builtin.debug": {"msg": "PORT={{ loaded.instances[0].port }}"}},
     ]}]
 
@@ -85,7 +85,8 @@ def test_the_plan_inside_a_role_ignores_the_roles_defaults(tmp_path):
     (roles / "defaults").mkdir(parents=True)
     (roles / "defaults" / "main.yml").write_text("preflight_memory_tolerance: 0.5\n")
     (roles / "tasks").mkdir()
-    (roles / "tasks" / "main.yml").write_text(yaml.safe_dump([{"name": "Save", "inferfleet_plan": {"mode": "save"}}]))
+    save = [{"name": "Save", "inferfleet.fleet.plan": {"mode": "save"}}]
+    (roles / "tasks" / "main.yml").write_text(yaml.safe_dump(save))
     book = tmp_path / "role.yml"
     book.write_text(yaml.safe_dump([{"hosts": "all", "gather_facts": False, "roles": ["probe"]}]))
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_ROLES_PATH=str(tmp_path / "roles"))

@@ -10,7 +10,7 @@ import pytest
 from helpers import FIXTURES, ROOT, load_library_module, run_module
 
 vllm_ready = load_library_module("vllm_ready")
-MODULE = ROOT / "library" / "vllm_ready.py"
+MODULE = ROOT / "plugins" / "modules" / "vllm_ready.py"
 
 
 def recorded(name):

@@ -10,7 +10,7 @@ short_description: Merge arguments into the kernel command line in /etc/default/
 description:
   - Adds or replaces kernel arguments in a variable of C(/etc/default/grub) (by default
     C(GRUB_CMDLINE_LINUX_DEFAULT)), removes the ones asked for, and keeps every other argument exactly as the
-    user wrote it. A key is never duplicated: a second occurrence of a key we manage is dropped.
+    user wrote it. A key is never duplicated; a second occurrence of a key we manage is dropped.
   - Compares the wanted arguments with the running kernel's C(/proc/cmdline) and returns C(reboot_required)
     with the reasons, also when nothing changed in the file (a previous run changed it but no reboot followed).
   - Does not regenerate the boot loader configuration; run C(update-grub) or C(grub2-mkconfig) when

@@ -23,7 +23,7 @@ options:
   disable_idle_states:
     description:
       - Names of idle states to disable on every CPU.
-      - A name the CPU does not have is reported in C(absent_idle_states) with a warning, not an error: the
+      - A name the CPU does not have is reported in C(absent_idle_states) with a warning, not an error; the
         CPU never enters a state it lacks (for example after C(intel_idle.max_cstate=0)).
     type: list
     elements: str

@@ -30,7 +30,7 @@ try:
     from inferfleet import fabric
     from inferfleet.actions import ModeAction
     from inferfleet.actions import plain as _plain
-    from inferfleet.paths import project_dir, tree_digest
+    from inferfleet.paths import cache_dir, tree_digest
     from inferfleet.text import align
 except ImportError as exc:  # pragma: no cover - depends on the controller's environment
     raise AnsibleError("the inferfleet Python package is not importable on the controller: %s (install it with "
@@ -83,7 +83,7 @@ class ActionModule(ModeAction):
             source.update(kind="url", version=source["url"])
         else:
             source.update(kind="image_path", version=source["image_path"])
-        cache = project_dir() / ".cache" / "fabric"
+        cache = cache_dir() / "fabric"
         source["key"] = fabric.digest_text(json.dumps({k: source.get(k) for k in ("git", "ref", "url", "path",
                                                                                    "image_path")}, sort_keys=True))
         source["controller_dir"] = str(Path(source["path"]) if source["kind"] == "path"

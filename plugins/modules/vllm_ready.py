@@ -46,8 +46,8 @@ options:
     default: 30
   api_keys:
     description:
-      - API key per service name; the requests to an instance of such a service carry
-        C(Authorization: Bearer KEY). The instances say their service in I(service).
+      - "API key per service name; the requests to an instance of such a service carry
+        C(Authorization: Bearer KEY). The instances say their service in I(service)."
     type: dict
     default: {}
 author:

@@ -72,7 +72,8 @@ ansible_facts:
 import os
 import re
 
-from ansible.module_utils.accel_parsers import (
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.inferfleet.fleet.plugins.module_utils.accel_parsers import (
     merge_devices,
     npu_smi_failure,
     parse_csv_query,
@@ -80,7 +81,6 @@ from ansible.module_utils.accel_parsers import (
     parse_npu_smi_info,
     parse_nvidia_smi,
 )
-from ansible.module_utils.basic import AnsibleModule
 
 TOOLS = {"gaudi": "hl-smi", "ascend": "npu-smi", "nvidia": "nvidia-smi"}
 HOLD_NODES = {

@@ -28,7 +28,7 @@ from ansible.utils.display import Display
 
 try:
     from inferfleet import inventory, planner
-    from inferfleet.paths import project_dir
+    from inferfleet.paths import cache_dir
 except ImportError as exc:  # pragma: no cover - depends on the controller's environment
     planner = None
     IMPORT_ERROR = exc
@@ -47,7 +47,7 @@ def default_run_dir():
             started = stat.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         started = "0"
-    return str(project_dir() / ".cache" / "runs" / ("ansible-playbook-%d-%s" % (parent, started)))
+    return str(cache_dir() / "runs" / ("ansible-playbook-%d-%s" % (parent, started)))
 
 
 def write_private(path, document):

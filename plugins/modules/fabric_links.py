@@ -13,7 +13,7 @@ description:
     the host.
   - Huawei Ascend - runs C(hccn_tool -i N -link -g), C(-net_health -g) and C(-ip -g) for every card (link
     must be UP, net health Success) and, with I(ping), pings the next card's address from each card
-    (C(hccn_tool -i N -ping -g address IP)): a lost packet is a problem.
+    (C(hccn_tool -i N -ping -g address IP)); a lost packet is a problem.
   - NVIDIA - records C(nvidia-smi topo -m) (the link kind between every pair of GPUs); nothing is judged.
   - Never fails on what it finds - it returns C(problems) (empty when every link is up) and the caller
     decides. Read-only; supports check mode.
@@ -88,7 +88,7 @@ topology:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.fabric_parsers import (
+from ansible_collections.inferfleet.fleet.plugins.module_utils.fabric_parsers import (
     parse_hccn_fields,
     parse_hccn_ping,
     parse_hl_smi_link,
