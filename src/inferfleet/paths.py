@@ -66,6 +66,16 @@ def cache_dir() -> Path:
     return project / ".cache"
 
 
+def pipeline(project: Path | None = None) -> list[tuple[list[str], Path]]:
+    """The stages' playbooks in order, each with its tags, as playbooks/site.yml (inferfleet.fleet.site) imports
+    them."""
+    import yaml
+
+    book = (project or project_dir()) / "playbooks" / "site.yml"
+    return [(list(entry.get("tags", [])), book.parent / entry["ansible.builtin.import_playbook"])
+            for entry in yaml.safe_load(book.read_text()) or []]
+
+
 def state_dir() -> Path:
     """Local state (sandbox keys, registry data, caches): $INFERFLEET_STATE, else <project>/.sandbox."""
     env = os.environ.get("INFERFLEET_STATE")

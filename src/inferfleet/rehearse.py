@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from .models import catalogue_entry
+from .paths import pipeline
 from .planner import load_mapping, text_config
 
 DEFAULT_NAME = "rehearse"
@@ -352,14 +353,13 @@ class Case:
 
 
 def stage_of_plays(project: Path, stages: list[str]) -> dict[str, str]:
-    """Play name -> stage, from each stage's playbook (site.yml imports one per stage, tagged with its name)."""
-    plays = yaml.safe_load((project / "site.yml").read_text()) or []
+    """Play name -> stage, from each stage's playbook (the pipeline imports one per stage, tagged with its name)."""
     mapping = {}
-    for entry in plays:
-        stage = next((t for t in entry.get("tags", []) if t in stages), None)
+    for tags, book in pipeline(project):
+        stage = next((t for t in tags if t in stages), None)
         if stage is None:
             continue
-        for play in yaml.safe_load((project / entry["ansible.builtin.import_playbook"]).read_text()) or []:
+        for play in yaml.safe_load(book.read_text()) or []:
             mapping.setdefault(play.get("name", ""), stage)
     return mapping
 
