@@ -160,6 +160,7 @@ def _run(args, command: str, stages: list[str] | None = None) -> Iterator[dict]:
                 redirect_stdout(_Tee(sys.stdout, log)), redirect_stderr(_Tee(sys.stderr, log)):
             yield {"run_dir": run_dir, "verbosity": verbosity, "vault_ids": args.vault_id,
                    "vault_password_files": args.vault_password_file, "secrets": secrets,
+                   "record": getattr(args, "record", None),
                    "on_output": print_output if verbosity and not getattr(args, "json", False) else None}
     except BaseException as err:
         _finish(run_dir, f"error: {type(err).__name__}: {err}")
@@ -631,8 +632,9 @@ def _verbosity(parser: argparse.ArgumentParser, dest: str = "verbosity") -> None
                         help="more Ansible output, as ansible-playbook -v (-vvv for connection debugging)")
 
 
-def _playbook_options(parser: argparse.ArgumentParser) -> None:
-    """What ansible-playbook users pass to every run: inventory, limit, verbosity, vault, become."""
+def _playbook_options(parser: argparse.ArgumentParser, record: bool = True) -> None:
+    """What ansible-playbook users pass to every run: inventory, limit, verbosity, vault, become; --record for the
+    commands that run through _run (up, status, down, bench run)."""
     parser.add_argument("-i", "--inventory", required=True, help="inventory file or directory")
     parser.add_argument("--limit", help="host pattern, as ansible-playbook --limit (checked against the inventory)")
     _verbosity(parser)
@@ -644,6 +646,11 @@ def _playbook_options(parser: argparse.ArgumentParser) -> None:
                         help="ask for the vault password")
     parser.add_argument("-K", "--ask-become-pass", action="store_true",
                         help="ask for the privilege escalation (become) password")
+    if record:
+        parser.add_argument("--record", nargs="?", const=True, default=None, metavar="ARA_SERVER_URL",
+                            help="also record the run with ARA (pip install 'inferfleet[record]'): into "
+                                 "$ARA_DATABASE_NAME or .cache/ara/ansible.sqlite, or to the ARA API server at "
+                                 "the URL given; browse it with `ara playbook list` or `ara-manage runserver`")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -719,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs_.set_defaults(func=cmd_runs)
 
     reh = sub.add_parser("rehearse", help="run an inventory's own plan on a sandbox shaped like it (SIMULATED cards)")
-    _playbook_options(reh)
+    _playbook_options(reh, record=False)
     reh.add_argument("--stages", help="comma-separated stages to run (default: all)")
     reh.add_argument("--sample", type=int, metavar="N", help="rehearse N hosts of each group (default: every host)")
     reh.add_argument("--fault", action="append", default=[], metavar="HOST:KIND[:VALUE]",
