@@ -18,6 +18,7 @@ from pathlib import Path
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+IMPORT_ERROR = None
 try:
     from inferfleet import models
 except ImportError as exc:  # pragma: no cover - depends on the controller's environment
@@ -32,10 +33,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if models is None:
-            raise AnsibleActionFail("the inferfleet Python package is not importable on the controller: %s "
-                                    "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+            raise AnsibleActionFail("the inferfleet Python package is not importable on the controller: %s (install "
+                                    "it with `pip install inferfleet`, or run in the inferfleet EE)" % IMPORT_ERROR)
         task_vars = task_vars or {}
-        setting = lambda name: self._templar.template(task_vars.get(name)) if task_vars.get(name) else None  # noqa: E731
+
+        def setting(name):
+            return self._templar.template(task_vars.get(name)) if task_vars.get(name) else None
+
         cache = Path(setting("inferfleet_model_cache_dir") or models.default_cache())
         offline = str(setting("inferfleet_models_offline")).lower() in ("true", "yes", "1")
         wanted = json.loads(json.dumps(self._task.args.get("wanted") or [], default=str))

@@ -67,8 +67,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if planner is None:
-            raise AnsibleActionFail("the inferfleet Python package is not importable on the controller: %s "
-                                    "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+            raise AnsibleActionFail("the inferfleet Python package is not importable on the controller: %s (install "
+                                    "it with `pip install inferfleet`, or run in the inferfleet EE)" % IMPORT_ERROR)
         task_vars = task_vars or {}
         host = task_vars.get("inventory_hostname", "?")
         mode = self._task.args.get("mode", "check")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
 
+IMPORT_ERROR = None
 try:
     from inferfleet import frontdoor, scrape
     from inferfleet.actions import ModeAction
@@ -20,8 +21,8 @@ except ImportError as exc:  # pragma: no cover - depends on the controller's env
 
 def _require():
     if frontdoor is None:
-        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s "
-                                 "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s (install "
+                                 "it with `pip install inferfleet`, or run in the inferfleet EE)" % IMPORT_ERROR)
 
 
 def _serve_plans(hostvars, hosts):

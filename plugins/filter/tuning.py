@@ -4,6 +4,7 @@
 
 from ansible.errors import AnsibleFilterError
 
+IMPORT_ERROR = None
 try:
     from inferfleet.tuning import render_rows, tuning_rows
 except ImportError as exc:  # pragma: no cover - depends on the controller's environment
@@ -13,8 +14,8 @@ except ImportError as exc:  # pragma: no cover - depends on the controller's env
 
 def _require():
     if tuning_rows is None:
-        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s "
-                                 "(install it with `pip install -e .` in the project)" % IMPORT_ERROR)
+        raise AnsibleFilterError("the inferfleet Python package is not importable on the controller: %s (install "
+                                 "it with `pip install inferfleet`, or run in the inferfleet EE)" % IMPORT_ERROR)
 
 
 def inferfleet_tuning_rows(wanted, cpu, cmdline, sysctl_now, sysctl_file, boot_unit):

@@ -147,8 +147,8 @@ def parse_npu_smi_info(text):
         if len(cells) < 3:
             continue
         first = cells[0].split()
-        if len(first) >= 2 and first[0].isdigit() and cells[1] in ("OK", "Warning", "Alarm", "Critical",
-                                                                  "Abnormal", "Unknown"):
+        health = ("OK", "Warning", "Alarm", "Critical", "Abnormal", "Unknown")
+        if len(first) >= 2 and first[0].isdigit() and cells[1] in health:
             pending = {"index": int(first[0]), "name": first[1], "health": cells[1]}
             continue
         if pending is not None and re.match(r"^[0-9a-fA-Fx]{4}:", cells[1]):

@@ -46,13 +46,17 @@ options:
   plan:
     description: The host's plan; its hash is recorded (judge).
     type: dict
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""

@@ -37,8 +37,17 @@ options:
     description: The CPU directory of sysfs. Change it only for tests.
     type: path
     default: /sys/devices/system/cpu
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""
@@ -182,8 +191,8 @@ def summarize(cpus):
         if cpu["governor"] is not None:
             governors.setdefault(cpu["governor"], []).append(cpu["cpu"])
         for state in cpu["states"]:
-            entry = states.setdefault(state["name"], {"name": state["name"], "index": state["index"],
-                                                       "cpus": [], "disabled_cpus": []})
+            entry = states.setdefault(state["name"], {
+                "name": state["name"], "index": state["index"], "cpus": [], "disabled_cpus": []})
             entry["cpus"].append(cpu["cpu"])
             if state["disable"] == "1":
                 entry["disabled_cpus"].append(cpu["cpu"])
@@ -214,7 +223,7 @@ def render(cpus):
 def cpu_vendor(cpuinfo_text):
     """vendor_id of the first processor in /proc/cpuinfo ('' on architectures without it)."""
     for line in cpuinfo_text.splitlines():
-        key, _, value = line.partition(":")
+        key, value = line.partition(":")[::2]
         if key.strip() == "vendor_id":
             return value.strip()
     return ""

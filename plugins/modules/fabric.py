@@ -47,13 +47,17 @@ options:
   waiting:
     description: Which member the rendezvous waited for, if any (judge).
     type: str
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""

@@ -42,8 +42,17 @@ options:
     description: Ascend - ping the next card's address from each card.
     type: bool
     default: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""
@@ -114,8 +123,8 @@ def gaudi(module, tool, cards, external, require_external):
             continue
         for port in card["ports"]:
             if port["state"] != "UP" and (require_external or port["port"] not in external):
-                problems.append("card %s (%s) port %s is %s" % (card["index"], card["bus_id"], port["port"],
-                                                                  port["state"]))
+                problems.append("card %s (%s) port %s is %s"
+                                % (card["index"], card["bus_id"], port["port"], port["state"]))
     return problems
 
 

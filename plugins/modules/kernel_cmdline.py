@@ -50,8 +50,17 @@ options:
     description: Where to read the running command line. Change it only for tests.
     type: path
     default: /proc/cmdline
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""

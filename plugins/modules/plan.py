@@ -35,13 +35,17 @@ options:
       - The M(inferfleet.fleet.accel_facts) result; held and missing cards are refused with it.
       - In modes C(save) and C(load) by default the host's facts C(inferfleet_accel).
     type: dict
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""

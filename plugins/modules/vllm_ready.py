@@ -50,8 +50,17 @@ options:
         C(Authorization: Bearer KEY). The instances say their service in I(service)."
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 author:
-  - inferfleet contributors
+  - inferfleet contributors (@inferfleet)
 """
 
 EXAMPLES = r"""
@@ -78,9 +87,9 @@ instances:
     health: {description: Last /health status code (0 when the connection was refused)., type: int}
     seconds: {description: Seconds from the start of the wait to readiness., type: float}
     health_to_ready: {description: Seconds between the first /health 200 and readiness., type: float}
-    smoke: {description: What the smoke request returned (tokens, dimension, scores)., type: dict}
+    smoke: {description: "What the smoke request returned (tokens, dimension, scores).", type: dict}
     error: {description: Why the instance is not ready., type: str}
-    state: {description: Container state when it failed (status, exit code, restarts)., type: str}
+    state: {description: "Container state when it failed (status, exit code, restarts).", type: str}
     log_tail: {description: Last lines of the container log when it failed., type: str}
 failed_instances:
   description: Names of the instances that are not ready.
@@ -95,7 +104,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.request import Request, urlopen
+from ansible.module_utils.urls import open_url
 
 PARAPHRASES = ["A man is playing a guitar.", "Someone plays an acoustic guitar."]
 UNRELATED = "The stock market fell sharply on Monday."
@@ -109,9 +118,8 @@ def http(method, url, body=None, timeout=30.0, key=None):
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = "Bearer %s" % key
-    request = Request(url, data=data, method=method, headers=headers)
     try:
-        with urlopen(request, timeout=timeout) as response:
+        with open_url(url, data=data, method=method, headers=headers, timeout=timeout) as response:
             raw = response.read().decode("utf-8", "replace")
             status = response.status
     except HTTPError as err:
@@ -164,7 +172,7 @@ def container_state(name):
     """(running, description) of a container from docker inspect."""
     proc = subprocess.run(["docker", "inspect", "--format",
                            "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}} {{.State.Restarting}}", name],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         return False, "no container %s" % name
     status, code, restarts, restarting = (proc.stdout.split() + ["", "", "", ""])[:4]
@@ -173,7 +181,7 @@ def container_state(name):
 
 
 def log_tail(name, lines):
-    proc = subprocess.run(["docker", "logs", "--tail", str(lines), name], capture_output=True, text=True)
+    proc = subprocess.run(["docker", "logs", "--tail", str(lines), name], capture_output=True, text=True, check=False)
     return (proc.stdout + proc.stderr).strip()[-4000:]
 
 
@@ -190,7 +198,7 @@ def probe(instance, params, started, results):
     first_health = None
     last_state_check = 0.0
     while True:
-        status, _ = http("GET", base + "/health", timeout=5)
+        status = http("GET", base + "/health", timeout=5)[0]
         result["health"] = status
         if status == 200:
             first_health = first_health or time.time()
@@ -245,7 +253,7 @@ def main():
             address=dict(type="str", default="127.0.0.1"),
             poll_interval=dict(type="float", default=0.2),
             wait=dict(type="bool", default=True),
-            max_tokens=dict(type="int", default=8),
+            max_tokens=dict(type="int", default=8, no_log=False),
             log_lines=dict(type="int", default=30),
             api_keys=dict(type="dict", default={}, no_log=True),
         ),
@@ -270,8 +278,7 @@ def main():
                 lines.append("%s (port %s): %s; container %s\n    last log lines:\n    %s" % (
                     r["name"], r["port"], r["error"], r.get("state", "?"),
                     "\n    ".join((r.get("log_tail") or "").splitlines()[-12:])))
-        module.fail_json(msg="%d of %d instance(s) not ready:\n  %s" % (len(failed), len(ordered),
-                                                                          "\n  ".join(lines)),
+        module.fail_json(msg="%d of %d instance(s) not ready:\n  %s" % (len(failed), len(ordered), "\n  ".join(lines)),
                          instances=ordered, failed_instances=failed)
     module.exit_json(changed=False, instances=ordered, failed_instances=failed)
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The shared-prefix dataset of seed 002 (its gen_random_dataset.py): groups of prompts that share a random prefix of
 exactly `prefix_len` tokens of the served model's tokenizer, each with its own random suffix of `suffix_len` tokens,
 shuffled, one {"prompt": ...} per line (vllm bench serve --dataset-name custom). Run inside the service's image,
@@ -25,16 +24,16 @@ def random_tokens(tokenizer, rng, count):
 def shared_prefix_prompts(tokenizer, groups, per_group, prefix_len, suffix_len, seed=42):
     rng = random.Random(seed)
     prompts = []
-    for _ in range(groups):
+    for _group in range(groups):
         prefix = random_tokens(tokenizer, rng, prefix_len)
-        for _ in range(per_group):
+        for _member in range(per_group):
             prompts.append(prefix + " " + random_tokens(tokenizer, rng, suffix_len))
     rng.shuffle(prompts)
     return prompts
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--groups", type=int, default=30)
