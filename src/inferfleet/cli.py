@@ -518,6 +518,18 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_ee_build(args) -> int:
+    from . import ee
+
+    try:
+        image = ee.build(tag=args.tag, push=args.push)
+    except (RuntimeError, FileNotFoundError) as err:
+        print(f"inferfleet: {err}", file=sys.stderr)
+        return 1
+    print(image)
+    return 0
+
+
 def cmd_sandbox_up(args) -> int:
     from .sandbox.profiles import parse_profiles
 
@@ -740,6 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "default 5030)")
     reh.add_argument("--state-dir", help="where its keys, registry and reports live (default: <project>/.sandbox)")
     reh.set_defaults(func=cmd_rehearse)
+
+    ee_ = sub.add_parser("ee", help="the execution environment AWX / AAP and ansible-navigator run inferfleet in")
+    esub = ee_.add_subparsers(dest="ee_command", required=True)
+    ebuild = esub.add_parser("build", help="build it with ansible-builder (execution-environment.yml), no network "
+                                          "needed inside the build")
+    ebuild.add_argument("--tag", default="inferfleet-ee:latest", help="the local image tag (default: %(default)s)")
+    ebuild.add_argument("--push", metavar="REGISTRY", help="push it as REGISTRY/inferfleet/ee:<version>")
+    ebuild.set_defaults(func=cmd_ee_build)
 
     sandbox = sub.add_parser("sandbox", help="the local test fleet with SIMULATED accelerators")
     sandbox.add_argument("--name", default="inferfleet", help="sandbox name (several can coexist)")

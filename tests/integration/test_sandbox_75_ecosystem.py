@@ -2,6 +2,7 @@
 installed from its tarball into a clean venv with no checkout on the path, and the execution environment built
 with ansible-builder, pushed to the sandbox registry and run by ansible-navigator, as AWX / AAP runs it."""
 
+import json
 import os
 import re
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from inferfleet import ee
+from inferfleet import ee, up
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,8 @@ def test_the_installed_collection_runs_preflight_with_no_checkout_on_the_path(sa
     installed = str(collections / "ansible_collections" / "inferfleet" / "fleet")
     task_paths = set(re.findall(r"^task path: (\S+?):\d+$", proc.stdout, re.M))
     assert task_paths and all(path.startswith(installed) for path in task_paths), task_paths
-    assert str(ROOT) not in proc.stdout
+    for content in ("roles", "playbooks", "plugins", ".collections"):  # (the inventory may name checkout files)
+        assert str(ROOT / content) not in proc.stdout, content
     hosts = recap(proc.stdout)
     assert len(hosts) == 4 and all(c["failed"] == 0 and c["unreachable"] == 0 for c in hosts.values()), hosts
     # the controller plugins imported the inferfleet package of the clean venv, and kept state in the working dir
@@ -84,3 +86,15 @@ def test_navigator_runs_preflight_and_serve_in_the_execution_environment(sandbox
     assert "TASK [inferfleet.fleet.vllm_service : Wait until every front door answers]" in proc.stdout
     pulled = subprocess.run(["docker", "image", "inspect", built_ee], capture_output=True)
     assert pulled.returncode == 0
+
+
+def test_the_python_api_runs_preflight_in_the_execution_environment(sandbox, built_ee):
+    result = up(sandbox.inventory, stages=["preflight"], process_isolation=True,
+                process_isolation_executable="docker", container_image=built_ee,
+                container_options=["--network=host", "--user=0"],
+                container_volume_mounts=[f"{sandbox.state}:{sandbox.state}"])
+    assert result.ok, [(f.host, f.task, f.msg) for f in result.failures] + result.errors
+    assert len(result.hosts) == 4 and not any(h.failed or h.unreachable for h in result.hosts.values())
+    # ansible-runner ran ansible-playbook in the EE image, not on this machine
+    command = json.loads((result.run_dir / "artifacts" / "playbook" / "command").read_text())["command"]
+    assert command[:2] == ["docker", "run"] and built_ee in command and "ansible-playbook" in command
