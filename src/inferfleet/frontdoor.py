@@ -222,10 +222,12 @@ def haproxy_config(name: str, host: str, port: int, balance: str, telemetry: boo
         "    timeout client 10m",
         "    timeout server 10m",
         "    timeout queue 1m",
-        # a request that met an instance going away (refused, or closed without an answer) goes to another one
+        # a request that met an instance going away goes to another one: refused, closed without an answer, or
+        # answered 500/502/503 (vLLM answers 500 to the requests in flight while its engine shuts down). Only a
+        # request HAProxy still holds whole is retried, and never one whose answer has begun (a stream)
         "    retries 3",
         "    option redispatch 1",
-        "    retry-on conn-failure empty-response",
+        "    retry-on conn-failure empty-response 500 502 503",
         "",
         # which instances are in rotation, for `inferfleet status`: read-only, on a socket only the host reaches
         "listen stats",

@@ -69,13 +69,12 @@ def test_the_installed_collection_runs_preflight_with_no_checkout_on_the_path(sa
 def test_navigator_runs_preflight_and_serve_in_the_execution_environment(sandbox, built_ee, tmp_path):
     assert built_ee == f"127.0.0.1:{sandbox.registry_port}/inferfleet/ee:0.1.0"
     subprocess.run(["docker", "rmi", built_ee], capture_output=True)  # navigator pulls it from the registry
-    inventory_dir = sandbox.inventory.parent
     navigator = Path(sys.executable).parent / "ansible-navigator"
     argv = [str(navigator), "run", "site.yml", "--eei", built_ee, "--pull-policy", "always", "--mode", "stdout",
             "--ce", "docker", "-i", str(sandbox.inventory), "--tags", "preflight,serve",
-            # the sandbox's hosts are on a Docker network of their own; its key is in its state directory
-            "--co", "--network=host", "--co", "--user=0",
-            "--cvm", f"{inventory_dir}:{inventory_dir}", "--cvm", f"{sandbox.state}:{sandbox.state}",
+            # the sandbox's hosts are on a Docker network of their own; its key is in its state directory (navigator
+            # mounts the inventory's directory itself). `=`: a value that begins with "--" is not read as an option
+            "--co=--network=host", "--co=--user=0", "--eev", f"{sandbox.state}:{sandbox.state}",
             "--pae", "false", "--lf", str(tmp_path / "navigator.log")]
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
