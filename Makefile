@@ -59,6 +59,7 @@ bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/front_door.py
 	$(BIN)/python benchmarks/serve_ready.py
+	$(BIN)/python benchmarks/noop_profile.py --mitogen
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
