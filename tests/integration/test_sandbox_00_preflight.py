@@ -101,6 +101,14 @@ def test_sandbox_up_again_keeps_the_hosts(sandbox):
     assert {s.state for s in statuses} == {"running"}
 
 
+def test_a_host_removed_by_hand_comes_back_with_an_empty_docker(sandbox):
+    assert ssh(sandbox, "cpu-1", "touch /var/lib/docker/left-by-the-old-host").returncode == 0
+    sandbox.client.containers.get(f"{sandbox.name}-cpu-1").remove(force=True)  # not `sandbox down`
+    sandbox.up(profile_names=["gaudi2", "ascend910b", "h100", "cpu"], inventory_dir=sandbox.inventory.parent)
+    probe = ssh(sandbox, "cpu-1", "ls -A /var/lib/docker")  # (no Docker yet: the docker stage installs it)
+    assert probe.returncode == 0 and probe.stdout == "", (probe.stdout, probe.stderr)
+
+
 def machine_hugepages():
     with open("/proc/sys/vm/nr_hugepages") as handle:
         return handle.read().strip()

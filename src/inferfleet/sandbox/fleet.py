@@ -271,9 +271,14 @@ class Sandbox:
                 return
             self.log(f"recreating {spec.container} (image or profile changed)")
             self._remove_container(container)
+        # A new host starts with an empty Docker: a volume its name left behind (its container removed by hand) holds
+        # containers that bind paths of a root file system that is gone, and they would restart on boot.
         volume = f"{spec.container}-docker"
-        if not self.client.volumes.list(filters={"name": volume}):
-            self.client.volumes.create(volume, labels=self._labels())
+        for stale in self.client.volumes.list(filters={"name": volume}):
+            if stale.name == volume:
+                self.log(f"removing {volume}, left by a host removed without `sandbox down`")
+                stale.remove(force=True)
+        self.client.volumes.create(volume, labels=self._labels())
         self.log(f"creating host {spec.name} ({spec.profile}, SIMULATED accelerators)")
         self.client.containers.run(
             tag, detach=True, name=spec.container, hostname=spec.name, network=self.network_name,
