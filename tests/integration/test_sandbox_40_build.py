@@ -8,7 +8,8 @@ from test_sandbox_00_preflight import ssh
 
 from inferfleet import up
 
-pytestmark = pytest.mark.integration
+# slow: the build pushes its 2.6 GB base through the empty mirror once, about 5 minutes on 2 cores
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOSTS = ("gaudi2-1", "h100-1")
 
 

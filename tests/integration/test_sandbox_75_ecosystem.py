@@ -14,7 +14,8 @@ from helpers import ROOT
 
 from inferfleet import ee, up
 
-pytestmark = pytest.mark.integration
+# slow: the EE build (ansible-builder, a 1.2 GB image) and navigator's run of serve take about 11 minutes
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
