@@ -123,6 +123,7 @@ def test_bad_thresholds_are_refused_before_any_host_runs_anything(gated, thresho
     assert "Check every card's links" not in ran and "Run each test on all the cards" not in ran
 
 
+@pytest.mark.slow  # a fifth host, Docker installed and the test image pulled on it: about 3 minutes
 def test_a_group_runs_one_test_across_two_simulated_hosts(gated, tmp_path):
     sandbox, _ = gated
     inventory_dir = sandbox.inventory.parent

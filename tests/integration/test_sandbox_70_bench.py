@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 from test_sandbox_00_preflight import ssh
+from test_sandbox_60_serve import INSTANCES, started_at
 
-from inferfleet import up
+from inferfleet import run_playbook, up
 from inferfleet.paths import project_dir
 
 pytestmark = pytest.mark.integration
@@ -134,10 +135,26 @@ def test_a_slowed_service_fails_the_gate_naming_metric_baseline_and_band(benched
     host_vars.write_text(yaml.safe_dump(spec))
     try:
         slowed = up(sandbox.inventory, stages=["serve", "bench"], limit="h100-1")
-    finally:  # the last test of the suite: the inventory is put back, the slowed service is left to the teardown
+    finally:  # the inventory is put back, the slowed service is left to the down test below
         host_vars.write_text(original)
     messages = [f.msg for f in slowed.failures if f.host == "h100-1"]
     assert not slowed.ok and any("bench gate failed" in m for m in messages), messages
     gate = next(m for m in messages if "bench gate failed" in m)
     assert "tiny-llama c=4" in gate and ("fell to" in gate or "rose to" in gate) and "allowed" in gate
     assert "--update-baseline" in gate
+
+
+# The suite's last test (the serve stage's instances stay up for the bench tests until here).
+def test_down_removes_inferfleet_containers_only(benched):
+    served, _ = benched
+    image = f"{served.inventory.read_text().split('inferfleet_sandbox_vllm_image: ')[1].split()[0]}"
+    assert ssh(served, "gaudi2-1", f"docker run -d --name bystander --entrypoint sleep {image} 600").returncode == 0
+    try:
+        result = run_playbook(served.inventory, "playbooks/stop.yml")
+        assert result.ok, result.failures
+        for host in INSTANCES:
+            assert started_at(served, host) == {}
+        assert ssh(served, "ascend910b-1", "docker ps -aq --filter label=inferfleet.front-door").stdout == ""
+        assert ssh(served, "gaudi2-1", "docker inspect -f '{{.State.Status}}' bystander").stdout.strip() == "running"
+    finally:
+        ssh(served, "gaudi2-1", "docker rm -f bystander")
