@@ -228,6 +228,9 @@ def haproxy_config(name: str, host: str, port: int, balance: str, telemetry: boo
         "    retries 3",
         "    option redispatch 1",
         "    retry-on conn-failure empty-response 500 502 503",
+        # HAProxy retries only a request it read whole before sending it: without this it may send the headers
+        # before the body arrives (a client writes them apart), and that request is never retried
+        "    option http-buffer-request",
         "",
         # which instances are in rotation, for `inferfleet status`: read-only, on a socket only the host reaches
         "listen stats",
@@ -242,9 +245,8 @@ def haproxy_config(name: str, host: str, port: int, balance: str, telemetry: boo
         f"if {{ path {CONFIG_PATH} }}",
     ]
     if len(backends) > 1:
-        # the body is read before a backend is chosen: the request's model field picks it
-        lines += ["    option http-buffer-request",
-                  "    http-request set-var(txn.model) req.body,json_query('$.model')"]
+        # the body, read whole (http-buffer-request), picks the backend by its model field
+        lines += ["    http-request set-var(txn.model) req.body,json_query('$.model')"]
         for backend in backends:
             names = " ".join(_quoted(n) for n in backend["names"])
             lines.append(f"    use_backend {backend['name']} if {{ var(txn.model) -m str {names} }}")

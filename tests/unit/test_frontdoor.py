@@ -185,9 +185,12 @@ def test_the_recorded_configuration_is_the_one_the_planner_writes():
           "inferfleet_api_keys": {"rr": "k"}}
     (door,) = plan_hosts([HostInput("h1", hv, ("cpu",), None, None)]).hosts["h1"].front_doors
     recorded = (FIXTURES / "frontdoor" / "haproxy-2.6.12-stats.cfg").read_text()
-    # recorded before retry-on took the status codes vLLM answers while it stops (no statistic depends on them)
+    # recorded before retry-on took the status codes vLLM answers while it stops, and before every front door read
+    # the request whole (http-buffer-request moved from the frontend to the defaults); no statistic depends on them
     recorded = recorded.replace("retry-on conn-failure empty-response\n",
-                                "retry-on conn-failure empty-response 500 502 503\n")
+                                "retry-on conn-failure empty-response 500 502 503\n    option http-buffer-request\n")
+    assert recorded.count("    option http-buffer-request\n") == 2
+    recorded = "".join(recorded.rsplit("    option http-buffer-request\n", 1))
     moved = door["config"].replace("/run/inferfleet-front-door", "/tmp/hapx")
     assert moved.replace("/etc/inferfleet-front-door", "/tmp/hapcfg") == recorded
 
