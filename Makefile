@@ -37,7 +37,7 @@ sandbox-down: venv
 
 test: lint unit integration  ## Lint, unit and integration tests (the integration tests marked slow left out)
 
-test-all: lint unit  ## As test, with the slow integration tests too (about 40 minutes more on 2 cores)
+test-all: lint unit  ## As test, with the slow integration tests too (about 45 minutes more on 2 cores)
 	$(MAKE) integration INTEGRATION_MARK=integration
 
 lint: venv

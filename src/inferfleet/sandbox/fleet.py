@@ -273,11 +273,9 @@ class Sandbox:
             self._remove_container(container)
         # A new host starts with an empty Docker: a volume its name left behind (its container removed by hand) holds
         # containers that bind paths of a root file system that is gone, and they would restart on boot.
-        volume = f"{spec.container}-docker"
-        for stale in self.client.volumes.list(filters={"name": volume}):
-            if stale.name == volume:
-                self.log(f"removing {volume}, left by a host removed without `sandbox down`")
-                stale.remove(force=True)
+        volume = self._docker_volume(spec.container)
+        if self._remove_docker_volume(spec.container):
+            self.log(f"removed {volume}, left by a host removed without `sandbox down`")
         self.client.volumes.create(volume, labels=self._labels())
         self.log(f"creating host {spec.name} ({spec.profile}, SIMULATED accelerators)")
         self.client.containers.run(
@@ -301,11 +299,24 @@ class Sandbox:
             return ""
         return hashlib.sha256(json.dumps(spec.shape, sort_keys=True).encode()).hexdigest()[:12]
 
+    @staticmethod
+    def _docker_volume(container_name: str) -> str:
+        """The volume a host keeps its /var/lib/docker in."""
+        return f"{container_name}-docker"
+
+    def _remove_docker_volume(self, container_name: str) -> bool:
+        """Remove this sandbox's Docker volume of a host, if there is one; whether there was."""
+        name = self._docker_volume(container_name)
+        removed = False
+        for volume in self.client.volumes.list(filters={"name": name}):
+            if volume.name == name and (volume.attrs.get("Labels") or {}).get(LABEL) == self.name:
+                volume.remove(force=True)
+                removed = True
+        return removed
+
     def _remove_container(self, container) -> None:
         container.remove(force=True)
-        for volume in self.client.volumes.list(filters={"name": f"{container.name}-docker"}):
-            if volume.attrs.get("Labels", {}).get(LABEL) == self.name:
-                volume.remove(force=True)
+        self._remove_docker_volume(container.name)
 
     def _wait_ready(self, statuses: list[HostStatus], timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
