@@ -9,6 +9,9 @@ Options:
         <results dir>/bench/<run>/record.json, the raw results beside it, fact vllm_bench_report, `status`),
         report (run once: the run's HTML report, <results dir>/bench/<run>/report.html).
   instances: the host plan's instances (prepare).
+  containers: the host's running inferfleet containers, as community.docker.docker_host_info lists them (prepare,
+    vllm_bench_rerun changed): a run whose client command and serving container match the last passing
+    measurement of the same benchmark is not measured again, and that measurement is shown.
   bench: the prepare result (judge).
   results: the slurped result files, one per job (judge); outputs: the client containers' results (judge).
   context: what the runs were made with (judge): image digests, model revisions; plan: the host's plan (its hash
@@ -38,7 +41,7 @@ else:
     IMPORT_ERROR = None
 
 SETTINGS = ("services", "dataset", "input_len", "output_len", "num_prompts", "concurrency", "prefix", "sharegpt_path",
-            "slo", "baseline", "tolerance", "update_baseline", "warmups", "timeout", "extra_args", "work_dir")
+            "slo", "baseline", "tolerance", "update_baseline", "warmups", "timeout", "extra_args", "work_dir", "rerun")
 
 
 class ActionModule(ModeAction):
@@ -75,7 +78,11 @@ class ActionModule(ModeAction):
             return {"failed": True, "msg": "host %s: vllm_bench_dataset is sharegpt but vllm_bench_sharegpt_path is "
                                            "not set (fix: give the dataset file on the controller)" % host}
         run_id = self.run_id(task_vars)
-        jobs, datasets, seen = [], {}, set()
+        serving = {name.lstrip("/"): c.get("Id") for c in _plain(self._task.args.get("containers") or [])
+                   for name in c.get("Names") or []}
+        latest = bench.last_measurements(self.results_dir(task_vars), run_id) if settings["rerun"] == "changed" \
+            else {}
+        jobs, unchanged, datasets, seen = [], [], {}, set()
         for instance in instances:
             if instance["service"] in seen or (wanted and instance["service"] not in wanted):
                 continue
@@ -98,15 +105,26 @@ class ActionModule(ModeAction):
                 dataset_file = "%s/%s" % (bench.DATA_DIR, Path(settings["sharegpt_path"]).name)
             for concurrency in settings["concurrency"]:
                 # one directory for every run (a re-run of the stage changes nothing on the host); a file per run
+                key = bench.bench_key(host, instance["service"], kind, concurrency)
+                mark = bench.fingerprint(instance, settings, concurrency, dataset_file,
+                                         serving.get(instance.get("container", {}).get("name")))
+                earlier = bench.unchanged_since(latest.get(key), mark)
+                if earlier is not None:
+                    unchanged.append(dict(earlier, key=key))
+                    continue
                 name = "%s-%s-%s-c%d.json" % (run_id, instance["service"], kind, concurrency)
                 argv = bench.client_argv(instance, settings, concurrency, dataset_file, name)
                 jobs.append({"service": instance["service"], "instance": instance["name"], "task": instance["task"],
                              "image": instance["image"], "model": instance["model"], "port": instance["port"],
                              "dataset": kind, "concurrency": concurrency, "result": name,
-                             "key": bench.bench_key(host, instance["service"], kind, concurrency),
+                             "key": key, "fingerprint": mark,
                              "command": ["timeout", "-k", "30", str(settings["timeout"]), *argv]})
         out_dir = "%s/out" % settings["work_dir"]
-        return {"jobs": jobs, "datasets": [dict(v, file=k) for k, v in sorted(datasets.items())],
+        wanted_files = {j["command"][j["command"].index("--dataset-path") + 1] for j in jobs
+                        if "--dataset-path" in j["command"]}
+        datasets = {k: v for k, v in datasets.items() if k in wanted_files}
+        return {"jobs": jobs, "unchanged": unchanged,
+                "datasets": [dict(v, file=k) for k, v in sorted(datasets.items())],
                 "settings": settings, "run": run_id, "out_dir": out_dir,
                 "models": sorted({j["model"] for j in jobs}),
                 "volumes": ["%s/data:%s" % (settings["work_dir"], bench.DATA_DIR), "%s:%s" % (out_dir, bench.OUT_DIR)]}
@@ -126,7 +144,7 @@ class ActionModule(ModeAction):
         for job, got, out in zip(prepared.get("jobs", []), slurped, outputs, strict=False):
             entry = {"host": host, "service": job["service"], "instance": job["instance"], "dataset": job["dataset"],
                      "concurrency": job["concurrency"], "task": job["task"], "metrics": {}, "reasons": [],
-                     "baseline": baseline.get(job["key"])}
+                     "baseline": baseline.get(job["key"]), "fingerprint": job.get("fingerprint")}
             if got.get("content"):
                 raw = json.loads(base64.b64decode(got["content"]))
                 entry["metrics"] = bench.summarize(raw)
@@ -146,20 +164,28 @@ class ActionModule(ModeAction):
             point = bench.knee([e for e in entries if not e["reasons"]], settings["slo"] or {})
             for entry in entries:
                 entry.update(knee=point, slo=settings["slo"] or {})
-        status = "fail" if any(e["reasons"] for e in runs.values()) else "pass" if runs else "skipped"
+        unchanged = prepared.get("unchanged") or []
+        status = ("fail" if any(e["reasons"] for e in runs.values()) else "pass" if runs
+                  else "unchanged" if unchanged else "skipped")
         host_context = dict(context, host=host, plan_hash=planner.digest(_plain(self._task.args.get("plan") or {})),
                             tuning=task_vars.get("host_tuning_report"),
                             fabric=(task_vars.get("fabric_report") or {}).get("rows"),
                             time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         record = self._record(results_dir, run_id, host, runs, host_context, baseline_from, settings,
                               simulated=bool(task_vars.get("inferfleet_simulated")))
-        report = {"host": host, "status": status, "runs": runs, "record": str(record)}
+        report = {"host": host, "status": status, "runs": runs, "record": str(record),
+                  "unchanged": {e["key"]: e["run"] for e in unchanged}}
         header = ["service", "dataset", "conc", "req/s", "out tok/s", "p99 TTFT ms", "p99 TPOT ms", "verdict"]
         lines = align([header] + [
             [e["service"], e["dataset"], str(e["concurrency"]), _num(e["metrics"].get("request_throughput")),
              _num(e["metrics"].get("output_throughput")), _num(e["metrics"].get("p99_ttft_ms")),
-             _num(e["metrics"].get("p99_tpot_ms")), "; ".join(e["reasons"]) or "ok"]
-            for e in runs.values()]) if runs else ["bench: no service to benchmark on this host"]
+             _num(e["metrics"].get("p99_tpot_ms")), verdict]
+            for e, verdict in [(e, "; ".join(e["reasons"]) or "ok") for e in runs.values()]
+            + [(e, "unchanged since run %s" % e["run"]) for e in unchanged]]) if runs or unchanged \
+            else ["bench: no service to benchmark on this host"]
+        if unchanged and not runs:
+            lines.append("nothing measured: every service and setting is as when last measured "
+                         "(vllm_bench_rerun: always measures again)")
         message = ""
         if status == "fail":
             message = "host %s: bench gate failed: %s (fix: find what slowed the service, or accept the new " \

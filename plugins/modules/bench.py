@@ -29,6 +29,14 @@ options:
     description: The host plan's instances (prepare).
     type: list
     elements: dict
+  containers:
+    description:
+      - The host's running inferfleet containers as M(community.docker.docker_host_info) lists them (prepare). With
+        C(vllm_bench_rerun=changed), a benchmark whose client command and serving container are those of its last
+        passing measurement is returned in RV(unchanged), not as a job.
+    type: list
+    elements: dict
+    default: []
   bench:
     description: The prepare result (judge).
     type: dict
@@ -73,8 +81,14 @@ jobs:
   returned: mode prepare
   type: list
   elements: dict
+unchanged:
+  description: The earlier measurements that still stand, each with the run it comes from (prepare).
+  returned: mode prepare
+  type: list
+  elements: dict
 status:
-  description: The host's verdict (judge).
+  description: The host's verdict (judge) - pass, fail, unchanged (nothing measured, every benchmark as when last
+    measured) or skipped (no service to benchmark).
   returned: mode judge
   type: str
 report:

@@ -10,6 +10,7 @@ runs made by hand. The formats: tests/fixtures/bench/NOTES.md (the client's sour
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -144,6 +145,38 @@ def gate(now: dict, baseline: dict | None, tolerance: dict) -> list[str]:
 
 def bench_key(host: str, service: str, dataset: str, concurrency: int) -> str:
     return f"{host}/{service}/{dataset}/c{concurrency}"
+
+
+def fingerprint(instance: dict, settings: dict, concurrency: int, dataset_file: str | None,
+                container_id: str | None) -> str | None:
+    """What one benchmark run measures: the client's command (every setting that shapes the load, the model, the
+    port) and the container that serves the instance, which serve recreates whenever its image, model, arguments
+    or environment change. None when no running container serves it: there is nothing to compare, so it is
+    measured."""
+    if not container_id:
+        return None
+    argv = client_argv(instance, settings, concurrency, dataset_file, "result.json")
+    return hashlib.sha256(json.dumps([argv, container_id]).encode()).hexdigest()[:16]
+
+
+def last_measurements(results_dir: Path, run_id: str) -> dict[str, dict]:
+    """The newest measurement of each bench key before run `run_id`, with the run it comes from."""
+    latest: dict[str, dict] = {}
+    for record in sorted((results_dir / "bench").glob("*/record.json")):
+        if record.parent.name >= run_id:
+            continue
+        for key, entry in json.loads(record.read_text()).get("runs", {}).items():
+            if entry.get("metrics"):
+                latest[key] = dict(entry, run=record.parent.name)
+    return latest
+
+
+def unchanged_since(latest: dict | None, wanted: str | None) -> dict | None:
+    """The earlier measurement that still stands for a run of fingerprint `wanted`: one of the same fingerprint that
+    passed its gate. A failed one is measured again, so that a fix shows."""
+    if latest is None or wanted is None or latest.get("fingerprint") != wanted or latest.get("reasons"):
+        return None
+    return latest
 
 
 def baseline_figures(results_dir: Path, choice: str, run_id: str) -> tuple[dict, str]:

@@ -367,7 +367,8 @@ def cmd_models_pull(args) -> int:
 
 def cmd_bench_run(args) -> int:
     try:
-        extravars = _extravars(args.extra_vars)
+        # asked for by name: measure, even what is unchanged since it was last measured (unless -e says otherwise)
+        extravars = {"vllm_bench_rerun": "always", **_extravars(args.extra_vars)}
         if args.service:
             extravars["vllm_bench_services"] = args.service
         if args.update_baseline:

@@ -248,6 +248,7 @@ def substitutions(hosts: list, stand_in_version: str, image: str, registry: str,
                              "no interconnect here; thresholds stay production's"))
     bench = {key: first[key] for key in BENCH_SIZES if key in first}
     extra.update(BENCH_SIZES)
+    extra["vllm_bench_rerun"] = "always"  # a rehearsal proves every stage, on a kept fleet too
     rows.append(Substitution("bench sizes", ", ".join(f"{k.removeprefix('vllm_bench_')} {v}"
                                                        for k, v in bench.items()) or "(defaults)",
                              ", ".join(f"{k.removeprefix('vllm_bench_')} {v}" for k, v in BENCH_SIZES.items()

@@ -820,6 +820,11 @@ class Bench(Strict):
         {"output_throughput": 0.05})
     vllm_bench_update_baseline: Bool = setting(False, "Accept this run as the new baseline (the gate does not fail).",
                                                True)
+    vllm_bench_rerun: Literal["changed", "always"] = setting(
+        "changed", "changed: a benchmark whose client command and serving container are those of its last passing "
+                   "measurement is not run again, and that measurement is shown (a re-run of site.yml on a "
+                   "converged fleet measures nothing); always: measure every run (`inferfleet bench run` does).",
+        "always")
     vllm_bench_warmups: Annotated[WholeNumber, Field(ge=0)] = setting(
         0, "Warm-up requests before each run is measured (the client's --num-warmups).", 4)
     vllm_bench_parallel_hosts: Annotated[WholeNumber, Field(ge=0)] = setting(

@@ -33,7 +33,8 @@ def record_of(result):
 def benched(sandbox):
     serving = up(sandbox.inventory, stages=["serve"])  # up already when the serve tests ran before
     assert serving.ok, [(f.host, f.msg[:500]) for f in serving.failures]
-    result = up(sandbox.inventory, stages=["bench"])
+    # always: a kept sandbox (INFERFLEET_TEST_KEEP) may have measured these services, unchanged, before
+    result = up(sandbox.inventory, stages=["bench"], extravars={"vllm_bench_rerun": "always"})
     assert result.ok, [(f.host, f.task, f.msg[:1500]) for f in result.failures]
     return sandbox, result
 
@@ -56,12 +57,26 @@ def test_every_service_is_benchmarked_and_recorded_with_its_context(benched):
     assert (bench_dir(result) / "report.html").is_file()
 
 
+def test_a_rerun_of_unchanged_services_measures_nothing_and_shows_their_last_figures(benched):
+    sandbox, first = benched
+    again = up(sandbox.inventory, stages=["bench"], limit="gaudi2-1")  # vllm_bench_rerun: changed (the default)
+    assert again.ok, [f.msg for f in again.failures]
+    assert record_of(again)["runs"] == {}
+    assert [r.status for r in again.results
+            if r.task.endswith("Run vLLM's benchmark client against each service")] == ["skipped"]
+    shown = next(r.msg for r in again.results if r.task.endswith("Show the host's benchmark results"))
+    for service in ("minilm-embed", "tiny-rerank"):
+        assert any(service in line and f"unchanged since run {first.run_dir.name}" in line
+                   for line in shown.splitlines()), shown
+    assert "nothing measured" in shown
+
+
 def test_a_rerun_within_tolerance_passes_against_the_previous_run(benched):
     sandbox, first = benched
     # CPU timings of the same run vary several-fold here (two shared cores), and the p99 of 20 requests is their
     # slowest one, which a single scheduler hiccup moves twentyfold: this check judges throughput alone, with a wide
     # band; the gate itself is proven by the slowed service below, against the sandbox's own tolerance
-    wide = {"vllm_bench_tolerance": {"output_throughput": 0.9}}
+    wide = {"vllm_bench_tolerance": {"output_throughput": 0.9}, "vllm_bench_rerun": "always"}
     again = up(sandbox.inventory, stages=["bench"], limit="h100-1", extravars=wide)
     assert again.ok, [f.msg for f in again.failures]
     record = record_of(again)

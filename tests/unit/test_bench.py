@@ -83,6 +83,34 @@ def test_the_previous_baseline_skips_failed_runs_unless_accepted(tmp_path):
     assert bench.baseline_figures(tmp_path, str(tmp_path / "base.json"), "x")[0] == {"k": {"output_throughput": 5}}
 
 
+def test_a_run_is_unchanged_only_with_the_same_client_command_and_serving_container(tmp_path):
+    mark = bench.fingerprint(instance(), SETTINGS, 8, None, "c0ffee")
+    assert mark == bench.fingerprint(instance(), SETTINGS, 8, None, "c0ffee")
+    # another container (serve recreated it), another load, another concurrency, or none serving: measured again
+    assert mark != bench.fingerprint(instance(), SETTINGS, 8, None, "beef")
+    assert mark != bench.fingerprint(instance(), dict(SETTINGS, num_prompts=100), 8, None, "c0ffee")
+    assert mark != bench.fingerprint(instance(), SETTINGS, 16, None, "c0ffee")
+    assert bench.fingerprint(instance(), SETTINGS, 8, None, None) is None
+
+    def record(run, entry):
+        path = tmp_path / "bench" / run / "record.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"run": run, "runs": {"h/s/random/c8": entry}}))
+    record("20260101T000000Z-up-a", {"metrics": {"output_throughput": 9.0}, "reasons": [], "fingerprint": mark})
+    record("20260102T000000Z-up-b", {"metrics": {"output_throughput": 10.0}, "reasons": [], "fingerprint": mark})
+    latest = bench.last_measurements(tmp_path, "20260103T000000Z-up-c")["h/s/random/c8"]
+    assert latest["run"] == "20260102T000000Z-up-b" and latest["metrics"]["output_throughput"] == 10.0
+    assert bench.unchanged_since(latest, mark) is latest
+    assert bench.unchanged_since(latest, "other") is None and bench.unchanged_since(latest, None) is None
+    assert bench.unchanged_since(None, mark) is None
+    # the last measurement failed its gate: measured again, so that a fix shows
+    record("20260103T000000Z-up-c", {"metrics": {"output_throughput": 1.0}, "reasons": ["fell"], "fingerprint": mark})
+    assert bench.unchanged_since(bench.last_measurements(tmp_path, "20260104T000000Z-up-d")["h/s/random/c8"],
+                                 mark) is None
+    # a run sees only earlier runs
+    assert bench.last_measurements(tmp_path, "20260101T000000Z-up-a") == {}
+
+
 def test_the_report_has_a_table_and_plots_per_service():
     runs = {}
     for concurrency, throughput in ((1, 100.0), (2, 180.0), (4, 200.0)):
