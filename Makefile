@@ -65,6 +65,7 @@ bench: deps venv demo  ## Print the benchmark figures (not pass/fail)
 	$(BIN)/python benchmarks/front_door.py
 	$(BIN)/python benchmarks/serve_ready.py
 	$(BIN)/python benchmarks/noop_profile.py --mitogen
+	$(BIN)/python benchmarks/controller_scale.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -208,6 +208,25 @@ def inferfleet_complete_front_door(door, hostvars, hosts, host, api_keys):
         raise AnsibleFilterError(str(err)) from None
 
 
+def inferfleet_front_door_parts(doors, part):
+    """What the serve stage writes or reads for each of a host's front doors, one item per (door, thing), so that one
+    task loops over them all: `key_files` (the door, a service whose API key it checks) or `containers` (the door, a
+    container behind it on this host, whether that container's description holds an API key)."""
+    items = []
+    for door in doors:
+        secret = any(b.get("api_key") for b in door["backends"])
+        if part == "key_files":
+            services = [b["service"] for b in door["backends"] if b.get("api_key")]
+            items += [{"door": door["name"], "directory": door["directory"], "service": s}
+                      for s in sorted(set(services), key=services.index)]
+        elif part == "containers":
+            items += [{"door": door["name"], "container": server["container"], "secret": secret}
+                      for backend in door["backends"] for server in backend["servers"] if "container" in server]
+        else:
+            raise AnsibleFilterError("front_door_parts: part is key_files or containers, got %r" % (part,))
+    return items
+
+
 def inferfleet_prometheus_path(configured, results_dir):
     """The scrape configuration's path: vllm_service_prometheus_config, else prometheus.yml in the results
     directory."""
@@ -230,6 +249,7 @@ class FilterModule:
                 "front_door_rows": inferfleet_front_door_rows,
                 "prometheus_path": inferfleet_prometheus_path,
                 "complete_front_door": inferfleet_complete_front_door,
+                "front_door_parts": inferfleet_front_door_parts,
                 "effective_config": inferfleet_effective_config,
                 "prometheus_config": inferfleet_prometheus_config,
                 "status_probe": inferfleet_status_probe,

@@ -129,6 +129,15 @@ def _status_of(event: str, res: dict) -> str | None:
             "runner_on_skipped": "skipped"}.get(event)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _shown_changed(stdout: str | None) -> bool:
+    """Whether Ansible's own line for a result says changed. ansible-runner replaces a no_log result with
+    {'censored': ...}, its `changed` included; the line Ansible printed still says it."""
+    return _ANSI.sub("", stdout or "").lstrip().startswith("changed:")
+
+
 def _message(res: dict) -> str:
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     if isinstance(msg, list):
@@ -373,6 +382,7 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
     results: list[TaskResult] = []
     errors: list[str] = []
     stats: dict = {}
+    censored_changed: set[tuple[str, str]] = set()  # (host, task) of no_log loop items Ansible showed as changed
 
     def handle(event: dict) -> bool:
         name = event.get("event", "")
@@ -387,6 +397,12 @@ def run_playbook(inventory: str | Path, playbook: str = "site.yml", stages: list
         else:
             res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}
             status = _status_of(name, res)
+            if "censored" in res and name in ("runner_item_on_ok", "runner_on_ok"):
+                shown = (data.get("host"), data.get("task_uuid"))
+                if _shown_changed(event.get("stdout")):
+                    censored_changed.add(shown)
+                if status == "ok" and shown in censored_changed:
+                    status = "changed"
             if status:
                 msg = res.get("msg", "") or ""
                 msg = "\n".join(map(str, msg)) if isinstance(msg, list) else str(msg)

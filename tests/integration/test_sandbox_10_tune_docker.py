@@ -183,6 +183,16 @@ def test_unknown_os_is_refused_in_preflight(seeded):
     assert not [r for r in result.results if r.status == "changed"]
 
 
+def test_a_missing_ascend_driver_path_is_named_before_docker_is_touched(seeded):
+    paths = ["/usr/local/bin/npu-smi", "/usr/local/Ascend/no-such-driver", "/dev/davinci_manager", "/no/such file"]
+    result = up(seeded.inventory, stages=["docker"], limit="ascend910b-1",
+                extravars={"accel_runtime_ascend_host_paths": paths})
+    assert not result.ok
+    message = next(f.msg for f in result.failures if f.host == "ascend910b-1")
+    assert message.startswith("ascend910b-1: /usr/local/Ascend/no-such-driver, /no/such file missing;"), message
+    assert not [r for r in result.results if r.status == "changed"]
+
+
 def test_daemon_json_docker_refuses_is_rolled_back(seeded):
     host = "cpu-1"
     before = ssh(seeded, host, "cat /etc/docker/daemon.json").stdout

@@ -183,6 +183,12 @@ def test_the_keys_appear_in_no_log_plan_or_cached_fact(served, tmp_path):
     assert f"VLLM_API_KEY={KEYS['minilm-embed']}" in env
 
 
+def test_no_container_leaves_an_anonymous_volume_on_its_host(served):
+    # an image that declares volumes (a build's mounts kept by `docker commit`) leaves two behind per container
+    for host in INSTANCES:
+        assert ssh(served, host, "docker volume ls -q").stdout.strip() == "", host
+
+
 def test_the_scrape_configuration_loads_in_prometheus_and_every_target_answers(served, tmp_path):
     path = ROOT / ".cache" / "results" / "prometheus.yml"
     check = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)

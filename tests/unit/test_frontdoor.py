@@ -257,6 +257,24 @@ def test_the_effective_settings_are_read_from_the_container_command_line():
     assert document["instances"][1]["running"] is False and document["instances"][1]["max_num_seqs"] is None
 
 
+def test_the_parts_of_a_hosts_front_doors_are_listed_for_one_task_each():
+    keyed_host = plan([rerank(front_door={"port": 8000})], inferfleet_api_keys={"bge": "sk-secret-1"}).hosts["h1"]
+    keyed = keyed_host.front_doors
+    opened = plan([rerank(name="other", port=8101, devices=[5], replicas=1,
+                          front_door={"port": 9000})]).hosts["h1"].front_doors
+    doors = [*keyed, *opened]
+    assert serve_filters.inferfleet_front_door_parts(doors, "key_files") == [
+        {"door": keyed[0]["name"], "directory": keyed[0]["directory"], "service": "bge"}]
+    containers = serve_filters.inferfleet_front_door_parts(doors, "containers")
+    assert [(c["door"], c["container"], c["secret"]) for c in containers] == [
+        *((keyed[0]["name"], i["container"]["name"], True) for i in keyed_host.instances),
+        (opened[0]["name"], "inferfleet-other", False)]
+    assert len(keyed_host.instances) > 1
+    assert "sk-secret-1" not in repr(containers)
+    with pytest.raises(Exception, match="key_files or containers"):
+        serve_filters.inferfleet_front_door_parts(doors, "keys")
+
+
 def test_a_keyed_service_behind_a_front_door_listens_on_loopback_and_its_key_stays_out_of_the_plan():
     import json
 

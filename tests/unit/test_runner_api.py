@@ -154,3 +154,41 @@ def test_a_container_engine_without_an_image_is_refused_before_any_run(local, ca
     with pytest.raises(ValueError, match="container_image"):
         runner.run_playbook(inventory, play(), process_isolation=True, process_isolation_executable="podman")
     assert not captured
+
+
+NO_LOG_PLAY = """\
+- name: Hidden results
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Change with items hidden
+      ansible.builtin.command: "true"
+      changed_when: item == 'b'
+      loop: [a, b]
+      no_log: true
+    - name: Keep with items hidden
+      ansible.builtin.command: "true"
+      changed_when: false
+      loop: [a, b]
+      no_log: "{{ item == 'a' }}"
+    - name: Change hidden
+      ansible.builtin.command: "true"
+      changed_when: true
+      no_log: true
+    - name: Keep hidden
+      ansible.builtin.command: "true"
+      changed_when: false
+      no_log: true
+"""
+
+
+def test_a_hidden_result_keeps_its_changed_status_and_hides_the_rest(local):
+    inventory, _, tmp_path = local
+    path = tmp_path / "hidden.yml"
+    path.write_text(NO_LOG_PLAY)
+    result = runner.run_playbook(inventory, str(path), fact_cache=tmp_path / "facts")
+    assert result.ok and result.hosts["box"].changed == 2
+    assert [(r.task, r.status) for r in result.results] == [
+        ("Change with items hidden", "changed"), ("Keep with items hidden", "ok"), ("Change hidden", "changed"),
+        ("Keep hidden", "ok")]
+    assert all("censored" in r.data for r in result.results if r.task != "Keep with items hidden")

@@ -7,6 +7,7 @@ recorded in <state>/<name>/state.json (registry process, files), so that `down` 
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import ipaddress
 import json
@@ -147,6 +148,8 @@ class Sandbox:
         started = time.monotonic()
         ensure_host_packages(self.log)
         ensure_dockerd(self.log)
+        # the vLLM wheelhouse downloads while the host image builds, and the hosts boot while the vLLM image builds
+        wheelhouse = self._download_wheelhouse() if serving else None
         tag = image.build(self.client, extra_ca, log=self.log)
         self._ensure_key()
         network = self._ensure_network()
@@ -164,16 +167,16 @@ class Sandbox:
             if container.name not in wanted:
                 self.log(f"removing {container.name} (not in the requested fleet)")
                 self._remove_container(container)
-        # without serving the fleet runs every other stage: the planner plans no services
-        serving_vars = (self._prepare_serving(f"{gateway}:{self.registry_port}") if serving
-                        else {"inferfleet_serving": False})
-        serving_vars["inferfleet_sandbox_fabric_dir"] = str(FABRIC_STAND_INS)
-        state = self._read_state()  # serving recorded the hub's process
         addresses = assign_addresses([s.name for s in specs], subnet, state.get("addresses", {}))
         state["addresses"] = addresses
         self._write_state(state)
         for spec in specs:
             self._ensure_host(spec, tag, addresses[spec.name])
+        # without serving the fleet runs every other stage: the planner plans no services
+        serving_vars = (self._prepare_serving(f"{gateway}:{self.registry_port}", wheelhouse) if serving
+                        else {"inferfleet_serving": False})
+        serving_vars["inferfleet_sandbox_fabric_dir"] = str(FABRIC_STAND_INS)
+        state = self._read_state()  # serving recorded the hub's process
         statuses = self.status()
         self._wait_ready(statuses)
         inventory_dir = inventory_dir or self.default_inventory_dir()
@@ -185,12 +188,29 @@ class Sandbox:
                  f"inventory {inventory_dir / 'hosts.yml'}; registry {gateway}:{self.registry_port}")
         return statuses
 
-    def _prepare_serving(self, registry_address: str) -> dict:
-        """The vLLM CPU image in the sandbox registry and the models on this machine; their inventory vars."""
+    @staticmethod
+    def _serving_cache() -> Path:
         from ..paths import project_dir
+        return project_dir() / ".cache"
+
+    def _download_wheelhouse(self) -> concurrent.futures.Future | None:
+        """The vLLM wheelhouse's download, started in the background when the serving image must be built."""
         from . import vllm_image
 
-        cache = project_dir() / ".cache"
+        if self.client.images.list(name=vllm_image.image_tag()):
+            return None
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wheelhouse")
+        future = pool.submit(vllm_image.wheelhouse, self._serving_cache().resolve() / "wheelhouse", self.log)
+        pool.shutdown(wait=False)
+        return future
+
+    def _prepare_serving(self, registry_address: str, wheelhouse: concurrent.futures.Future | None = None) -> dict:
+        """The vLLM CPU image in the sandbox registry and the models on this machine; their inventory vars."""
+        from . import vllm_image
+
+        cache = self._serving_cache()
+        if wheelhouse is not None:
+            wheelhouse.result()  # raises what the download raised
         tag = vllm_image.build(self.client, cache, self.log)
         vllm_image.push(self.client, tag, self.registry_port, self.log)
         models = vllm_image.make_models(self.client, tag, cache / "models", self.log)

@@ -45,9 +45,20 @@ find /opt/vllm -name __pycache__ -prune -exec rm -rf {{}} +
 """
 
 
+# How the build mounts its inputs. 2: as bind mounts only. docker-py's `volumes=` also declares them as the
+# container's volumes, which `docker commit` kept in the image: every container of it (each vLLM server, client,
+# front door) then left two anonymous volumes behind on its host.
+BUILD_MOUNTS = "2"
+
+
+def _bind(source: str, target: str):
+    from docker.types import Mount
+    return Mount(target, source, type="bind", read_only=True)
+
+
 def image_tag() -> str:
     digest = hashlib.sha256()
-    for part in (SUITE, MIRROR, " ".join(PACKAGES), " ".join(REQUIREMENTS), TORCH_VERSION, INSTALL):
+    for part in (SUITE, MIRROR, " ".join(PACKAGES), " ".join(REQUIREMENTS), TORCH_VERSION, INSTALL, BUILD_MOUNTS):
         digest.update(part.encode())
     return f"{REPOSITORY}:{VLLM_VERSION}-{digest.hexdigest()[:12]}"
 
@@ -91,7 +102,7 @@ def build(client, cache_dir: Path, log=print) -> str:
         log(f"installing vLLM {VLLM_VERSION} (CPU) into {tag} (about 2 minutes)")
         container = client.containers.run(
             base, ["sh", "/build/install.sh"], detach=True,
-            volumes={str(wheels): {"bind": "/wheels", "mode": "ro"}, tmp: {"bind": "/build", "mode": "ro"}})
+            mounts=[_bind(str(wheels), "/wheels"), _bind(tmp, "/build")])
         try:
             status = container.wait()
             if status.get("StatusCode") != 0:
@@ -166,7 +177,7 @@ def rehearsal_image(client, tag: str, registry_port: int, log=print) -> str:
             tag, ["sh", "-c", "mv /opt/vllm/bin/vllm /opt/vllm/bin/vllm.real && "
                               "install -m 0755 /build/rehearsal_vllm.py /opt/vllm/bin/vllm && "
                               "sed -i '1i #!/opt/vllm/bin/python' /opt/vllm/bin/vllm"],
-            detach=True, volumes={str(HERE): {"bind": "/build", "mode": "ro"}})
+            detach=True, mounts=[_bind(str(HERE), "/build")])
         try:
             status = container.wait()
             if status.get("StatusCode") != 0:
