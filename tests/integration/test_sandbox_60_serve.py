@@ -296,6 +296,21 @@ def test_second_run_changes_nothing_and_restarts_nothing(served):
     assert {host: started_at(served, host) for host in INSTANCES} == before
 
 
+def test_unplanned_inferfleet_containers_are_removed_and_others_kept(served):
+    image = served.inventory.read_text().split("inferfleet_sandbox_vllm_image: ")[1].split()[0]
+    for name, label in (("ghost", "--label inferfleet.service=ghost"),
+                        ("ghost-door", "--label inferfleet.front-door=x"), ("bystander", "")):
+        assert ssh(served, "h100-1", f"docker run -d --init --name {name} {label} --entrypoint sleep {image} 600"
+                   ).returncode == 0
+    try:
+        result = up(served.inventory, stages=["serve"], limit="h100-1")
+        assert result.ok, result.failures
+        left = set(ssh(served, "h100-1", "docker ps -a --format '{{.Names}}'").stdout.split())
+        assert "bystander" in left and not {"ghost", "ghost-door"} & left and INSTANCES["h100-1"] <= left
+    finally:
+        ssh(served, "h100-1", "docker rm -f ghost ghost-door bystander")
+
+
 def saved_plan(sandbox, path):
     """`inferfleet plan --save` after preflight: the plan of the discovered cards (from the fact cache)."""
     assert cli.main(["plan", "-i", str(sandbox.inventory), "--save", str(path)]) == 0
