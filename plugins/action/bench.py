@@ -9,9 +9,10 @@ Options:
         <results dir>/bench/<run>/record.json, the raw results beside it, fact vllm_bench_report, `status`),
         report (run once: the run's HTML report, <results dir>/bench/<run>/report.html).
   instances: the host plan's instances (prepare).
-  containers: the host's running inferfleet containers, as community.docker.docker_host_info lists them (prepare,
-    vllm_bench_rerun changed): a run whose client command and serving container match the last passing
-    measurement of the same benchmark is not measured again, and that measurement is shown.
+  containers: the host's running inferfleet containers, as community.docker.docker_host_info lists them (prepare):
+    each job's fingerprint (client command, serving container) is recorded; with vllm_bench_rerun changed, a run
+    whose fingerprint matches the last passing measurement of the same benchmark is not measured again, and that
+    measurement is shown.
   bench: the prepare result (judge).
   results: the slurped result files, one per job (judge); outputs: the client containers' results (judge).
   context: what the runs were made with (judge): image digests, model revisions; plan: the host's plan (its hash
