@@ -83,7 +83,7 @@ class ActionModule(ModeAction):
                    for name in c.get("Names") or []}
         latest = bench.last_measurements(self.results_dir(task_vars), run_id) if settings["rerun"] == "changed" \
             else {}
-        jobs, unchanged, datasets, seen = [], [], {}, set()
+        jobs, unchanged, datasets, measured_datasets, seen = [], [], {}, set(), set()
         for instance in instances:
             if instance["service"] in seen or (wanted and instance["service"] not in wanted):
                 continue
@@ -113,6 +113,7 @@ class ActionModule(ModeAction):
                 if earlier is not None:
                     unchanged.append(dict(earlier, key=key))
                     continue
+                measured_datasets.add(dataset_file)
                 name = "%s-%s-%s-c%d.json" % (run_id, instance["service"], kind, concurrency)
                 argv = bench.client_argv(instance, settings, concurrency, dataset_file, name)
                 jobs.append({"service": instance["service"], "instance": instance["name"], "task": instance["task"],
@@ -121,11 +122,9 @@ class ActionModule(ModeAction):
                              "key": key, "fingerprint": mark,
                              "command": ["timeout", "-k", "30", str(settings["timeout"]), *argv]})
         out_dir = "%s/out" % settings["work_dir"]
-        wanted_files = {j["command"][j["command"].index("--dataset-path") + 1] for j in jobs
-                        if "--dataset-path" in j["command"]}
-        datasets = {k: v for k, v in datasets.items() if k in wanted_files}
         return {"jobs": jobs, "unchanged": unchanged,
-                "datasets": [dict(v, file=k) for k, v in sorted(datasets.items())],
+                # only the datasets of runs that are measured are made
+                "datasets": [dict(v, file=k) for k, v in sorted(datasets.items()) if k in measured_datasets],
                 "settings": settings, "run": run_id, "out_dir": out_dir,
                 "models": sorted({j["model"] for j in jobs}),
                 "volumes": ["%s/data:%s" % (settings["work_dir"], bench.DATA_DIR), "%s:%s" % (out_dir, bench.OUT_DIR)]}

@@ -159,15 +159,20 @@ def fingerprint(instance: dict, settings: dict, concurrency: int, dataset_file: 
     return hashlib.sha256(json.dumps([argv, container_id]).encode()).hexdigest()[:16]
 
 
+def _earlier_records(results_dir: Path, run_id: str):
+    """(run, record) of every run recorded before run `run_id`, oldest first."""
+    for record in sorted((results_dir / "bench").glob("*/record.json")):
+        if record.parent.name < run_id:
+            yield record.parent.name, json.loads(record.read_text())
+
+
 def last_measurements(results_dir: Path, run_id: str) -> dict[str, dict]:
     """The newest measurement of each bench key before run `run_id`, with the run it comes from."""
     latest: dict[str, dict] = {}
-    for record in sorted((results_dir / "bench").glob("*/record.json")):
-        if record.parent.name >= run_id:
-            continue
-        for key, entry in json.loads(record.read_text()).get("runs", {}).items():
+    for run, document in _earlier_records(results_dir, run_id):
+        for key, entry in document.get("runs", {}).items():
             if entry.get("metrics"):
-                latest[key] = dict(entry, run=record.parent.name)
+                latest[key] = dict(entry, run=run)
     return latest
 
 
@@ -189,14 +194,11 @@ def baseline_figures(results_dir: Path, choice: str, run_id: str) -> tuple[dict,
         document = json.loads(path.read_text())
         return {key: entry["metrics"] for key, entry in document["runs"].items()}, str(path)
     figures: dict = {}
-    for record in sorted((results_dir / "bench").glob("*/record.json")):
-        if record.parent.name >= run_id:
-            continue
-        document = json.loads(record.read_text())
+    for run, document in _earlier_records(results_dir, run_id):
         for key, entry in document.get("runs", {}).items():
             # a run that failed the gate is no baseline, unless it was accepted (--update-baseline)
             if entry.get("metrics") and (not entry.get("reasons") or document.get("accepted")):
-                figures[key] = dict(entry["metrics"], _run=record.parent.name)
+                figures[key] = dict(entry["metrics"], _run=run)
     return figures, "previous runs"
 
 

@@ -6,7 +6,6 @@ import argparse
 import getpass
 import json
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -14,11 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import runner, runs
-from .runner import TaskResult
+from .runner import ANSI, TaskResult
 from .sandbox.fleet import FAULT_KINDS
 from .text import align
-
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 STATUS_MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "unreachable": "UNREACHABLE",
                "skipped": "skipped"}

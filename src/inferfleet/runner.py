@@ -129,13 +129,13 @@ def _status_of(event: str, res: dict) -> str | None:
             "runner_on_skipped": "skipped"}.get(event)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colours in Ansible's lines
 
 
 def _shown_changed(stdout: str | None) -> bool:
     """Whether Ansible's own line for a result says changed. ansible-runner replaces a no_log result with
     {'censored': ...}, its `changed` included; the line Ansible printed still says it."""
-    return _ANSI.sub("", stdout or "").lstrip().startswith("changed:")
+    return ANSI.sub("", stdout or "").lstrip().startswith("changed:")
 
 
 def _message(res: dict) -> str:
