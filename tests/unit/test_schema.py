@@ -36,6 +36,8 @@ def test_valid_hosts_have_no_problems():
     ({**GOOD, "inferfleet_insecure_registries": "reg:5000"}, "inferfleet_insecure_registries", "must be a list"),
     ({**GOOD, "inferfleet_insecure_registries": ["http://reg:5000"]}, "inferfleet_insecure_registries",
      "HOST[:PORT]"),
+    ({**GOOD, "vllm_bench_rerun": "sometimes"}, "vllm_bench_rerun",
+     "must be one of changed or always, got 'sometimes'"),
 ])
 def test_each_bad_input_names_host_field_and_fix(host_vars, field, words):
     problems = validate_host("bad-1", host_vars, [])
