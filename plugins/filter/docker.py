@@ -48,6 +48,13 @@ def inferfleet_image_builds(builds, images, mirror=""):
     return dockercfg.image_builds(list(builds or []), list(images), mirror or "")
 
 
+def inferfleet_packages_to_install(wanted, dpkg_status):
+    _require()
+    if isinstance(dpkg_status, list):
+        dpkg_status = "\n".join(dpkg_status)
+    return dockercfg.packages_to_install(list(wanted), dpkg_status or "")
+
+
 class FilterModule:
     def filters(self):
         return {"daemon_settings": inferfleet_daemon_settings,
@@ -55,4 +62,5 @@ class FilterModule:
                 "check_docker_info": inferfleet_check_docker_info,
                 "image_sources": inferfleet_image_sources,
                 "image_builds": inferfleet_image_builds,
-                "build_keys": inferfleet_build_keys}
+                "build_keys": inferfleet_build_keys,
+                "packages_to_install": inferfleet_packages_to_install}

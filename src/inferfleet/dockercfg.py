@@ -144,3 +144,15 @@ def image_builds(builds: list[dict], images: list[str], mirror: str = "") -> lis
         result.append(dict(build, key=digest.hexdigest()[:16], push=mirror_ref(build["image"], mirror) if mirror
                            else ""))
     return result
+
+
+def packages_to_install(wanted: list[str], dpkg_status: str) -> list[str]:
+    """The packages of `wanted` that dpkg does not show installed, from the output of
+    `dpkg-query -W -f '${Package}\t${Status}\n' NAME...`. A name with a version pin (name=version) or a wildcard is
+    always listed: proving its version would take apt itself, which is what the install task runs."""
+    installed = set()
+    for line in dpkg_status.splitlines():
+        name, _, status = line.partition("\t")
+        if status.split()[-1:] == ["installed"] and status.split()[:1] == ["install"]:
+            installed.add(name.strip())
+    return [p for p in wanted if any(c in p for c in "=*?[") or p not in installed]

@@ -27,6 +27,30 @@ def parse_sysctl_conf(text: str) -> dict[str, str]:
     return values
 
 
+SYSCTL_KEYS = (("vm.nr_hugepages", "hugepages"), ("kernel.numa_balancing", "numa_balancing"))
+
+
+def sysctl_drift(wanted: dict, sysctl_now: dict, sysctl_file: str) -> dict[str, list[str]]:
+    """What the tune stage still has to do for each kernel setting it manages: key -> a list of "now" (the running
+    value differs from the wanted one) and "persisted" (our sysctl.d file does not set it). A setting with nothing to
+    do is left out, so that a converged host runs none of the sysctl tasks.
+
+    wanted, sysctl_now, sysctl_file: as for tuning_rows.
+    """
+    persisted = parse_sysctl_conf(sysctl_file)
+    drift = {}
+    for key, field in SYSCTL_KEYS:
+        value = wanted.get(field)
+        if value is None:
+            continue
+        value = str(int(value))
+        todo = [part for part, seen in (("now", str(sysctl_now.get(key, "?")).strip()),
+                                        ("persisted", persisted.get(key))) if seen != value]
+        if todo:
+            drift[key] = todo
+    return drift
+
+
 def _row(setting, wanted, now, persisted, status):
     return {"setting": setting, "wanted": str(wanted), "now": str(now), "persisted": persisted, "status": status}
 
@@ -67,8 +91,8 @@ def tuning_rows(wanted: dict, cpu: dict, cmdline: dict | None, sysctl_now: dict,
                          f"disabled on {disabled}/{total} cpus", unit or "no",
                          OK if disabled == total else MISMATCH))
 
-    for key, value in (("vm.nr_hugepages", wanted.get("hugepages")),
-                       ("kernel.numa_balancing", wanted.get("numa_balancing"))):
+    for key, field in SYSCTL_KEYS:
+        value = wanted.get(field)
         if value is None:
             continue
         value = str(int(value))

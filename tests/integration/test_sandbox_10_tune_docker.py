@@ -115,6 +115,35 @@ def test_converge_keeps_the_users_settings_and_a_second_run_changes_nothing(seed
     assert {host: recap.changed for host, recap in again.hosts.items()} == dict.fromkeys(EXPECTED, 0)
 
 
+def test_a_converged_run_writes_nothing_yet_puts_back_what_was_changed_by_hand(seeded):
+    host = "h100-1"
+    # A converged host is read once per kind of state (files, kernel settings, packages) and its writes skipped.
+    again = up(seeded.inventory, stages=STAGES, limit=host)
+    assert again.ok and again.hosts[host].changed == 0
+    writes = {"Install the boot-time CPU tuning script", "Install the boot-time CPU tuning unit",
+              "Enable the boot-time CPU tuning unit", "Persist and apply kernel.numa_balancing",
+              "Persist vm.nr_hugepages", "Ask the kernel for the hugepages", "Install the Docker packages",
+              "Create /etc/docker"}
+    assert {r.task.split(" : ")[-1] for r in again.results if r.status != "skipped"} & writes == set()
+
+    by_hand = ("echo '# edited' >> /usr/local/sbin/inferfleet-cpu-tuning && "
+               "systemctl disable inferfleet-cpu-tuning.service && "
+               "sed -i 's/^vm.nr_hugepages.*/vm.nr_hugepages=1/' /etc/sysctl.d/90-inferfleet.conf && "
+               "dpkg -r --force-depends python3-requests")
+    assert ssh(seeded, host, by_hand).returncode == 0
+    result = up(seeded.inventory, stages=STAGES, limit=host)
+    assert result.ok, result.failures
+    assert {r.task.split(" : ")[-1] for r in result.results if r.status == "changed"} == {
+        "Install the boot-time CPU tuning script", "Enable the boot-time CPU tuning unit", "Persist vm.nr_hugepages",
+        "Install the Docker packages"}
+    state = ssh(seeded, host, "tail -1 /usr/local/sbin/inferfleet-cpu-tuning; "
+                              "systemctl is-enabled inferfleet-cpu-tuning.service; "
+                              "grep ^vm.nr_hugepages /etc/sysctl.d/90-inferfleet.conf; "
+                              "dpkg-query -W -f '${Status}' python3-requests").stdout.splitlines()
+    assert "edited" not in state[0]
+    assert state[1:] == ["enabled", "vm.nr_hugepages=15000", "install ok installed"]
+
+
 def test_reboot_policy_never_reports_and_if_needed_reboots(seeded):
     host = "cpu-1"
     extra = {"host_tuning_kernel_cmdline": {"nosmt": None}, "host_tuning_reboot": "never"}

@@ -60,9 +60,14 @@ def _record(result):
 
 def test_a_rerun_measures_again_and_changes_nothing_check_mode_runs_nothing(gated):
     sandbox, first = gated
+    # a test container an interrupted run left behind is replaced, not an obstacle
+    left = ("docker create --name inferfleet-fabric-all_reduce --entrypoint true "
+            "$(docker images --format '{{.Repository}}:{{.Tag}}' | head -1)")
+    assert ssh(sandbox, "h100-1", left).returncode == 0
     again = up(sandbox.inventory, stages=["fabric"])
     assert again.ok and again.changed == 0
     assert {host: r["status"] for host, r in reports(again).items()} == STATUS
+    assert ssh(sandbox, "h100-1", "docker ps -aq --filter name=inferfleet-fabric | wc -l").stdout.strip() == "0"
     assert _record(again)["hosts"]["h100-1"]["time"] >= _record(first)["hosts"]["h100-1"]["time"]
     check = up(sandbox.inventory, stages=["fabric"], check=True, diff=True)
     assert check.ok and check.changed == 0

@@ -4,7 +4,13 @@ import json
 
 from helpers import FIXTURES
 
-from inferfleet.dockercfg import check_docker_info, daemon_settings, merge_daemon_json, merge_values
+from inferfleet.dockercfg import (
+    check_docker_info,
+    daemon_settings,
+    merge_daemon_json,
+    merge_values,
+    packages_to_install,
+)
 
 INFO = json.loads((FIXTURES / "docker" / "docker-info-20.10-habana.json").read_text())
 HABANA = {"habana": {"path": "/usr/bin/habana-container-runtime"}}
@@ -93,3 +99,18 @@ def test_image_builds_are_those_the_plan_uses_keyed_on_what_they_are_built_from(
     assert image_builds([dict(build, base="vault/base:2")], ["reg/vllm-fork-gaudi:1"])[0]["key"] != built["key"]
     assert build_keys([{"Config": {"Labels": {"inferfleet.build": "abc"}}}, {"Config": {"Labels": None}}]) == [
         "abc", ""]
+
+
+def test_installed_packages_are_not_installed_again():
+    status = (FIXTURES / "docker" / "dpkg-query-docker-packages.txt").read_text()
+    assert packages_to_install(["docker.io", "python3-requests", "runc"], status) == []
+    assert packages_to_install(["docker.io", "nosuchpkg"], status) == ["nosuchpkg"]
+
+
+def test_removed_pinned_and_wildcard_packages_are_left_to_apt():
+    removed = (FIXTURES / "docker" / "dpkg-query-removed-package.txt").read_text()
+    assert packages_to_install(["openssh-server", "python3"], removed) == ["openssh-server"]
+    status = (FIXTURES / "docker" / "dpkg-query-docker-packages.txt").read_text()
+    assert packages_to_install(["docker.io=20.10.24+dfsg1-1+b3", "runc*"], status) == [
+        "docker.io=20.10.24+dfsg1-1+b3", "runc*"]
+    assert packages_to_install(["docker.io"], "") == ["docker.io"]

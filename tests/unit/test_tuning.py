@@ -3,7 +3,16 @@
 import pytest
 
 from inferfleet.schema import validate_settings as validate_host
-from inferfleet.tuning import MISMATCH, OK, PENDING_REBOOT, SHORT, parse_sysctl_conf, render_rows, tuning_rows
+from inferfleet.tuning import (
+    MISMATCH,
+    OK,
+    PENDING_REBOOT,
+    SHORT,
+    parse_sysctl_conf,
+    render_rows,
+    sysctl_drift,
+    tuning_rows,
+)
 
 CPU_HOST = {"inferfleet_platform": "cpu"}
 
@@ -82,6 +91,23 @@ def test_untuned_values_are_mismatches_and_short_hugepages_are_flagged():
     assert rows["vm.nr_hugepages"]["status"] == SHORT and rows["vm.nr_hugepages"]["persisted"] == "no"
     assert rows["kernel.numa_balancing"]["status"] == MISMATCH
     assert rows["cmdline cpufreq.default_governor"]["persisted"] == "no (no GRUB file)"
+
+
+def test_a_converged_host_has_no_sysctl_left_to_do():
+    assert sysctl_drift(WANTED, {"vm.nr_hugepages": "15000", "kernel.numa_balancing": "0"},
+                        "vm.nr_hugepages = 15000\nkernel.numa_balancing=0\n") == {}
+
+
+def test_sysctl_drift_names_the_running_value_and_the_file_apart():
+    drift = sysctl_drift(WANTED, {"vm.nr_hugepages": "9000", "kernel.numa_balancing": "0"},
+                         "vm.nr_hugepages=15000\n")
+    assert drift == {"vm.nr_hugepages": ["now"], "kernel.numa_balancing": ["persisted"]}
+    assert sysctl_drift(WANTED, {}, "") == {"vm.nr_hugepages": ["now", "persisted"],
+                                            "kernel.numa_balancing": ["now", "persisted"]}
+
+
+def test_sysctl_drift_leaves_out_settings_left_alone():
+    assert sysctl_drift({**WANTED, "hugepages": None, "numa_balancing": None}, {}, "") == {}
 
 
 def test_render_aligns_columns():
